@@ -1,0 +1,173 @@
+"""Per-call overhead of a protected call against its peers, measured in one process.
+
+Run: .venv/bin/python bench/circuit_overhead.py [--quick]
+
+Each figure is the median over several repeats of the mean time per call on a trivial function
+(closed circuit, success path). Ratios are ours / peer's; the issue's targets are printed beside
+them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import threading
+import time
+import warnings
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import tenacity
+
+from resilience import Policy, Retry, protect
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def timeit_sync(fn: Callable[[], Any], n: int, repeats: int) -> float:
+    for _ in range(min(n, 2000)):
+        fn()
+    results = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        results.append((time.perf_counter() - t0) / n)
+    return statistics.median(results)
+
+
+def timeit_async(make: Callable[[], Awaitable[Any]], n: int, repeats: int) -> float:
+    async def run() -> float:
+        for _ in range(min(n, 2000)):
+            await make()
+        results = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                await make()
+            results.append((time.perf_counter() - t0) / n)
+        return statistics.median(results)
+
+    return asyncio.run(run())
+
+
+def us(seconds: float) -> str:
+    return f"{seconds * 1e6:8.3f} us"
+
+
+def line(label: str, ours: float, peer_label: str, peer: float, target: float) -> bool:
+    ratio = ours / peer
+    ok = ratio <= target
+    print(
+        f"  {label:<34} {us(ours)}   {peer_label:<34} {us(peer)}   "
+        f"ratio {ratio:5.2f}x (target <= {target}x) {'ok' if ok else 'MISSED'}"
+    )
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer iterations")
+    opts = parser.parse_args()
+    n = 20_000 if opts.quick else 100_000
+    repeats = 5 if opts.quick else 9
+    results: list[bool] = []
+
+    import aiobreaker
+    import circuitbreaker
+    import pybreaker
+
+    def trivial(x: int) -> int:
+        return x
+
+    async def atrivial(x: int) -> int:
+        return x
+
+    print("sync, semaphore isolation (closed circuit, success)")
+    ours_sem = protect("bench.sem", isolation="semaphore", max_concurrent=64)(trivial)
+    pyb = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=60)
+    pyb_fn = pyb(trivial)
+    cb_fn = circuitbreaker.circuit(failure_threshold=5, recovery_timeout=30)(trivial)
+    bare = timeit_sync(lambda: trivial(1), n, repeats)
+    t_ours = timeit_sync(lambda: ours_sem(1), n, repeats)
+    t_pyb = timeit_sync(lambda: pyb_fn(1), n, repeats)
+    t_cb = timeit_sync(lambda: cb_fn(1), n, repeats)
+    print(f"  bare call {us(bare)}")
+    results.append(line("resilience (semaphore)", t_ours, "pybreaker", t_pyb, 0.6))
+    results.append(line("resilience (semaphore)", t_ours, "circuitbreaker", t_cb, 1.2))
+
+    print("async, timeout enforced")
+    ours_async = protect("bench.async", timeout=1.0, max_concurrent=64)(atrivial)
+    aio = aiobreaker.CircuitBreaker(fail_max=5)
+
+    @aio
+    async def aio_fn(x: int) -> int:
+        return x
+
+    sem = asyncio.Semaphore(64)
+
+    async def sem_timeout(x: int) -> int:
+        async with sem, asyncio.timeout(1.0):
+            return await atrivial(x)
+
+    t_ours_a = timeit_async(lambda: ours_async(1), n, repeats)
+    t_sem = timeit_async(lambda: sem_timeout(1), n, repeats)
+    t_aio = timeit_async(lambda: aio_fn(1), n, repeats)
+    results.append(line("resilience (async)", t_ours_a, "Semaphore + asyncio.timeout", t_sem, 0.6))
+    results.append(line("resilience (async)", t_ours_a, "aiobreaker (no timeout)", t_aio, 1.2))
+
+    print("sync, thread-pool isolation")
+    ours_pool = protect("bench.pool", pool_size=4, queue_size=64)(trivial)
+    tpe = ThreadPoolExecutor(max_workers=4)
+    pn = max(2000, n // 10)
+    t_pool = timeit_sync(lambda: ours_pool(1), pn, repeats)
+    t_tpe = timeit_sync(lambda: tpe.submit(trivial, 1).result(), pn, repeats)
+    results.append(line("resilience (thread pool)", t_pool, "ThreadPoolExecutor submit+result", t_tpe, 1.15))
+    tpe.shutdown()
+
+    print("retry configured, no failure")
+    ours_retry = protect(
+        "bench.retry", isolation="semaphore", max_concurrent=64,
+        retry=Retry(attempts=3, wait=tenacity.wait_none()),
+    )(trivial)
+    ten = tenacity.retry(stop=tenacity.stop_after_attempt(3), wait=tenacity.wait_none())(trivial)
+    t_r = timeit_sync(lambda: ours_retry(1), n, repeats)
+    t_t = timeit_sync(lambda: ten(1), max(2000, n // 5), repeats)
+    results.append(line("resilience (retry=3)", t_r, "tenacity.retry", t_t, 0.15))
+
+    print("16 threads x 10 calls of 20 ms through one breaker")
+
+    def slow() -> None:
+        time.sleep(0.02)
+
+    def wall(call: Callable[[], Any]) -> float:
+        def worker() -> None:
+            for _ in range(10):
+                call()
+
+        threads = [threading.Thread(target=worker) for _ in range(16)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return time.perf_counter() - t0
+
+    ours_slow = protect(
+        "bench.slow", policy=Policy(isolation="semaphore", max_concurrent=16, timeout=5)
+    )(slow)
+    pyb_slow = pybreaker.CircuitBreaker(fail_max=5)(slow)
+    base = statistics.median(wall(slow) for _ in range(3))
+    t_os = statistics.median(wall(ours_slow) for _ in range(3))
+    t_ps = wall(pyb_slow)
+    print(f"  no breaker {base:.3f} s   pybreaker {t_ps:.3f} s ({t_ps / base:.1f}x)")
+    results.append(line("resilience (semaphore, 16 threads)", t_os, "no breaker", base, 1.1))
+
+    print(f"\n{sum(results)}/{len(results)} targets met")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

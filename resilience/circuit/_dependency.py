@@ -1,0 +1,581 @@
+"""A dependency: one breaker, one bulkhead, one window, and the drivers that run calls through them.
+
+The decisions (may this call run? what did its outcome change?) live in ``Breaker`` and
+``RollingWindow``; this module only waits, acquires and calls. Sync and async drivers differ in
+how they wait: a sync call waits on its worker's lock with a timeout, a coroutine is cancelled
+by a per-loop deadline queue (one timer per dependency, not one per call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import tenacity
+
+from ..context import FIT
+from ..errors import BulkheadFullError, CallTimeoutError, CircuitOpenError, ConfigError, FallbackFailedError
+from ._breaker import REJECT, RUN, Breaker, State, StateChange
+from ._bulkhead import Permits, ThreadBulkhead
+from ._policy import Policy, Retry
+from ._window import (
+    FAILURE,
+    FALLBACK_FAILURE,
+    FALLBACK_SUCCESS,
+    IGNORED,
+    REJECTED,
+    SHORT_CIRCUITED,
+    SUCCESS,
+    TIMEOUT,
+    RollingWindow,
+)
+
+__all__ = ["MISSING", "Dependency", "Guard", "Listener"]
+
+log = logging.getLogger("resilience.circuit")
+
+T = TypeVar("T")
+Listener = Callable[[StateChange], None]
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+
+_CLOSED = State.CLOSED
+_LIVE, _DONE, _EXPIRED = 0, 1, 2
+
+
+class _Deadlines:
+    """Cancels tasks whose deadline passed, with one loop timer per dependency and loop.
+
+    Deadlines of one dependency arrive in order (same timeout), so a deque is a priority queue;
+    an entry whose deadline is earlier than the last one (the timeout was lowered at runtime)
+    gets a timer of its own.
+    """
+
+    __slots__ = ("_handle", "_loop", "_q")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._q: deque[list[Any]] = deque()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def add(self, task: asyncio.Task[Any] | None, timeout: float) -> list[Any]:
+        q = self._q
+        while q and q[0][2] == _DONE:
+            q.popleft()
+        entry = [self._loop.time() + timeout, task, _LIVE]
+        if q and entry[0] < q[-1][0]:
+            self._loop.call_at(entry[0], self._expire, entry)
+            return entry
+        q.append(entry)
+        if self._handle is None:
+            self._handle = self._loop.call_at(entry[0], self._fire)
+        return entry
+
+    @staticmethod
+    def _expire(entry: list[Any]) -> None:
+        if entry[2] == _LIVE and entry[1] is not None:
+            entry[2] = _EXPIRED
+            entry[1].cancel()
+
+    def _fire(self) -> None:
+        self._handle = None
+        q = self._q
+        now = self._loop.time()
+        while q:
+            entry = q[0]
+            if entry[2] != _LIVE:
+                q.popleft()
+            elif entry[0] <= now:
+                q.popleft()
+                self._expire(entry)
+            else:
+                self._handle = self._loop.call_at(entry[0], self._fire)
+                return
+
+
+class Dependency:
+    """Everything calls to one named dependency share: policy, breaker, bulkhead, statistics.
+
+    Get one from the registry (``resilience.registry().dependency(name, ...)``) or through
+    ``protect``. ``call(fn, *args, **kwargs)`` and ``await acall(fn, *args, **kwargs)`` run a
+    function through it without decorating; ``guard(fallback=..., ignore=..., retry=...)`` adds
+    what belongs to one call site.
+
+    A sync function under ``isolation="semaphore"`` runs on the caller's thread and cannot be
+    preempted: when it returns after ``timeout`` it is recorded as a timeout and the caller gets
+    ``CallTimeoutError`` (or the fallback), so slow calls still trip the circuit.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        policy: Policy,
+        clock: Callable[[], float] = time.perf_counter,
+        listeners: list[Listener] | None = None,
+    ) -> None:
+        self.name = name
+        self.declared_policy = policy
+        self.policy = policy
+        self._clock = clock
+        self._listeners: list[Listener] = []
+        self._shared_listeners = listeners if listeners is not None else []
+        self.window = RollingWindow(policy.window, policy.buckets, clock, policy.slow_call_duration)
+        self.breaker = Breaker(name, policy, self.window, self._emit)
+        self.permits = Permits(policy.max_concurrent)
+        self._pool: ThreadBulkhead | None = None
+        self._pool_lock = threading.Lock()
+        self._dl_loop: asyncio.AbstractEventLoop | None = None
+        self._dl: _Deadlines | None = None
+        self._deadlines: dict[asyncio.AbstractEventLoop, _Deadlines] = {}
+        self.retries = 0
+        self._default_guard = Guard(self)
+
+    def __repr__(self) -> str:
+        return f"<Dependency {self.name!r} {self.breaker.state.value}>"
+
+    # -- public surface -------------------------------------------------------------------
+
+    def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run a sync function through this dependency (no fallback)."""
+        return self._default_guard.call(fn, None, args, kwargs)  # type: ignore[no-any-return]
+
+    async def acall(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
+        """Run a coroutine function through this dependency (no fallback)."""
+        return await self._default_guard.acall(fn, None, args, kwargs)  # type: ignore[no-any-return]
+
+    def guard(
+        self,
+        *,
+        fallback: Any = MISSING,
+        ignore: tuple[type[BaseException], ...] = (),
+        retry: Retry | None = None,
+    ) -> Guard:
+        """A call site's view of this dependency: its own fallback, ignored errors and retry."""
+        return Guard(self, fallback=fallback, ignore=ignore, retry=retry)
+
+    @property
+    def state(self) -> State:
+        return self.breaker.state
+
+    @property
+    def pool(self) -> ThreadBulkhead | None:
+        """The thread pool, once a sync call under thread isolation has created it."""
+        return self._pool
+
+    def on_state_change(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(StateChange)`` on every transition; returns a function that removes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def force_open(self) -> None:
+        self.breaker.force(State.FORCED_OPEN, self._clock())
+
+    def force_closed(self) -> None:
+        self.breaker.force(State.FORCED_CLOSED, self._clock())
+
+    def reset(self) -> None:
+        """Back to a closed circuit with a fresh window (clears forced states)."""
+        self.breaker.force(None, self._clock())
+
+    def update_policy(self, **changes: Any) -> Policy:
+        """Apply new policy values at runtime (flags); returns the policy now in force.
+
+        Timeouts, rates, window shape, open duration, trial count, pool and semaphore sizes
+        change for the next call. Isolation cannot change at runtime.
+        """
+        new = Policy.build(self.policy, **changes)
+        if new.isolation != self.policy.isolation:
+            raise ConfigError("isolation", "cannot change at runtime")
+        old, self.policy = self.policy, new
+        if (old.window, old.buckets, old.slow_call_duration) != (
+            new.window,
+            new.buckets,
+            new.slow_call_duration,
+        ):
+            self.window.resize(new.window, new.buckets, new.slow_call_duration)
+        self.breaker.policy = new
+        if new.max_concurrent != old.max_concurrent:
+            self.permits.resize(new.max_concurrent)
+        if self._pool is not None and (new.pool_size, new.queue_size) != (
+            old.pool_size,
+            old.queue_size,
+        ):
+            self._pool.resize(new.pool_size, new.queue_size)
+        return new
+
+    def set_clock(self, clock: Callable[[], float]) -> None:
+        """Read time from ``clock`` from now on (tests); starts a fresh window."""
+        self._clock = clock
+        self.window._clock = clock
+        self.window.resize(self.policy.window, self.policy.buckets, self.policy.slow_call_duration)
+
+    # -- internals shared by the drivers --------------------------------------------------
+
+    def _emit(self, change: StateChange) -> None:
+        if change.new is State.OPEN:
+            log.warning("circuit %s opened: %s", self.name, change.reason)
+        else:
+            log.info("circuit %s %s -> %s (%s)", self.name, change.old.value, change.new.value, change.reason)
+        for listener in (*self._listeners, *self._shared_listeners):
+            try:
+                listener(change)
+            except Exception:
+                log.exception("state-change listener %r failed", listener)
+
+    def _short_circuit(self, now: float) -> CircuitOpenError:
+        self.window.record(SHORT_CIRCUITED, now)
+        br = self.breaker
+        err = CircuitOpenError(self.name, br.state.value, br.retry_after(now))
+        err.__cause__ = br.last_error
+        return err
+
+    def _reject(self, decision: int, limit: int) -> BulkheadFullError:
+        self.breaker.release(decision)
+        self.window.record(REJECTED, self._clock())
+        return BulkheadFullError(self.name, limit)
+
+    def _success(self, decision: int, latency: float, now: float) -> None:
+        window = self.window
+        window.record_call(SUCCESS, latency, now)
+        if decision != RUN:
+            self.breaker.on_result(decision, latency < window.slow_call, now)
+        elif latency >= window.slow_call:
+            self.breaker.on_slow_success(now)
+
+    def _failure(
+        self,
+        decision: int,
+        err: BaseException,
+        latency: float,
+        now: float,
+        ignore: tuple[type[BaseException], ...],
+    ) -> None:
+        if ignore and isinstance(err, ignore):
+            self.window.record(IGNORED, now)
+            self.breaker.release(decision)
+            return
+        self.window.record_call(FAILURE, latency, now)
+        self.breaker.on_result(decision, False, now, err)
+
+    def _timeout(self, decision: int, latency: float, now: float) -> CallTimeoutError:
+        err = CallTimeoutError(self.name, self.policy.timeout)
+        self.window.record_call(TIMEOUT, latency, now)
+        self.breaker.on_result(decision, False, now, err)
+        return err
+
+    def _thread_pool(self) -> ThreadBulkhead:
+        with self._pool_lock:
+            if self._pool is None:
+                p = self.policy
+                self._pool = ThreadBulkhead(self.name, p.pool_size, p.queue_size)
+            return self._pool
+
+    def _deadlines_for(self, loop: asyncio.AbstractEventLoop) -> _Deadlines:
+        dl = self._deadlines.get(loop)
+        if dl is None:
+            dl = self._deadlines[loop] = _Deadlines(loop)
+            if len(self._deadlines) > 8:  # loops come and go in tests; keep only live ones
+                for old in [lp for lp in self._deadlines if lp.is_closed()]:
+                    del self._deadlines[old]
+        self._dl_loop, self._dl = loop, dl
+        return dl
+
+    # -- one attempt: sync ----------------------------------------------------------------
+
+    def _run_sync(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        ignore: tuple[type[BaseException], ...],
+    ) -> Any:
+        clock = self._clock
+        decision = RUN
+        if self.breaker.state is not _CLOSED:
+            decision = self.breaker.acquire(clock())
+            if decision == REJECT:
+                raise self._short_circuit(clock())
+        policy = self.policy
+        if policy.isolation == "semaphore":
+            permits = self.permits
+            if not permits.try_take():
+                raise self._reject(decision, permits.limit)
+            start = clock()
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as err:
+                permits.give()
+                now = clock()
+                self._failure(decision, err, now - start, now, ignore)
+                raise
+            permits.give()
+            now = clock()
+            if now - start > policy.timeout:
+                raise self._timeout(decision, now - start, now)
+            self._success(decision, now - start, now)
+            return result
+
+        pool = self._pool or self._thread_pool()
+        if not pool.permits.try_take():
+            raise self._reject(decision, pool.permits.limit)
+        start = clock()
+        job = pool.submit(fn, args, kwargs)
+        if job.done.acquire(timeout=policy.timeout):
+            now = clock()
+            err = job.error
+            if err is None:
+                self._success(decision, now - start, now)
+                return job.result
+            self._failure(decision, err, now - start, now, ignore)
+            raise err
+        pool.abandon(job)
+        now = clock()
+        raise self._timeout(decision, now - start, now)
+
+    # -- one attempt: async ---------------------------------------------------------------
+
+    async def _run_async(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        ignore: tuple[type[BaseException], ...],
+    ) -> Any:
+        clock = self._clock
+        decision = RUN
+        if self.breaker.state is not _CLOSED:
+            decision = self.breaker.acquire(clock())
+            if decision == REJECT:
+                raise self._short_circuit(clock())
+        permits = self.permits
+        if not permits.try_take():
+            raise self._reject(decision, permits.limit)
+        loop = asyncio.get_running_loop()
+        dl = self._dl if self._dl_loop is loop else self._deadlines_for(loop)
+        task = asyncio.current_task()
+        entry = dl.add(task, self.policy.timeout)  # type: ignore[union-attr]
+        start = clock()
+        try:
+            result = await fn(*args, **kwargs)
+        except asyncio.CancelledError:
+            permits.give()
+            if entry[2] != _EXPIRED:  # cancelled by someone else: not the dependency's fault
+                entry[2] = _DONE
+                self.breaker.release(decision)
+                raise
+            if task is not None:
+                task.uncancel()
+            now = clock()
+            raise self._timeout(decision, now - start, now) from None
+        except Exception as err:
+            entry[2] = _DONE
+            permits.give()
+            now = clock()
+            self._failure(decision, err, now - start, now, ignore)
+            raise
+        permits.give()
+        now = clock()
+        if entry[2] == _EXPIRED:  # the function swallowed our cancellation and returned
+            if task is not None:
+                task.uncancel()
+            raise self._timeout(decision, now - start, now)
+        entry[2] = _DONE
+        self._success(decision, now - start, now)
+        return result
+
+
+def _retryable(retry: Retry, ignore: tuple[type[BaseException], ...]) -> Callable[[BaseException], bool]:
+    def check(exc: BaseException) -> bool:
+        if isinstance(exc, (CircuitOpenError, BulkheadFullError, FallbackFailedError)):
+            return False
+        if ignore and isinstance(exc, ignore):
+            return False
+        return isinstance(exc, retry.on)
+
+    return check
+
+
+class Guard:
+    """One call site of a dependency: the dependency plus fallback, ignored errors and retry.
+
+    The success path does not touch tenacity; it is engaged only after a first failure that
+    the retry policy covers, and then replays that failure as its first attempt so attempt
+    numbers and waits are exactly tenacity's.
+    """
+
+    __slots__ = ("_fallback_async", "_retryable", "dependency", "fallback", "ignore", "retry")
+
+    def __init__(
+        self,
+        dependency: Dependency,
+        *,
+        fallback: Any = MISSING,
+        ignore: tuple[type[BaseException], ...] = (),
+        retry: Retry | None = None,
+    ) -> None:
+        if not isinstance(ignore, tuple):
+            ignore = tuple(ignore) if not isinstance(ignore, type) else (ignore,)
+        if not all(isinstance(t, type) and issubclass(t, BaseException) for t in ignore):
+            raise ConfigError("ignore", f"must be exception types, got {ignore!r}")
+        if retry is not None and not isinstance(retry, Retry):
+            raise ConfigError("retry", f"must be a resilience.Retry, got {retry!r}")
+        self.dependency = dependency
+        self.fallback = fallback
+        self.ignore = ignore
+        self.retry = retry
+        self._fallback_async = inspect.iscoroutinefunction(fallback)
+        self._retryable = _retryable(retry, ignore) if retry is not None and retry.attempts > 1 else None
+
+    # sync
+
+    def call(
+        self, fn: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Run ``fn(*args, **kwargs)``; the signature is wrapt's, so this is the decorator."""
+        dep = self.dependency
+        fit = FIT.get()
+        if fit is not None:
+            fault = fit.fault_for(dep.name)
+            if fault is not None:
+                fn = fault.wrap_sync(fn, dep.policy.timeout)
+        try:
+            return dep._run_sync(fn, args, kwargs, self.ignore)
+        except Exception as exc:
+            return self._recover(exc, fn, args, kwargs)
+
+    def _recover(
+        self, exc: Exception, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if self.ignore and isinstance(exc, self.ignore):
+            raise exc
+        retryable = self._retryable
+        if retryable is not None and retryable(exc):
+            try:
+                return self._retry_sync(exc, fn, args, kwargs, retryable)
+            except Exception as last:
+                exc = last
+        return self._fallback(exc, args, kwargs)
+
+    def _retry_sync(
+        self,
+        first: Exception,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        retryable: Callable[[BaseException], bool],
+    ) -> Any:
+        dep = self.dependency
+        pending = [first]
+        assert self.retry is not None
+
+        def attempt() -> Any:
+            if pending:
+                raise pending.pop()
+            dep.retries += 1
+            return dep._run_sync(fn, args, kwargs, self.ignore)
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.retry.attempts),
+            wait=self.retry.wait,
+            retry=tenacity.retry_if_exception(retryable),
+            reraise=True,
+        )
+        return retrying(attempt)
+
+    def _fallback(self, exc: Exception, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        fallback = self.fallback
+        if fallback is MISSING:
+            raise exc
+        dep = self.dependency
+        try:
+            value = fallback(*args, **kwargs) if callable(fallback) else fallback
+        except Exception as fb_exc:
+            dep.window.record(FALLBACK_FAILURE, dep._clock())
+            raise FallbackFailedError(dep.name, exc, fb_exc) from fb_exc
+        dep.window.record(FALLBACK_SUCCESS, dep._clock())
+        return value
+
+    # async
+
+    async def acall(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        instance: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """Await ``fn(*args, **kwargs)``; the signature is wrapt's, so this is the decorator."""
+        dep = self.dependency
+        fit = FIT.get()
+        if fit is not None:
+            fault = fit.fault_for(dep.name)
+            if fault is not None:
+                fn = fault.wrap_async(fn, dep.policy.timeout)
+        try:
+            return await dep._run_async(fn, args, kwargs, self.ignore)
+        except Exception as exc:
+            if self.ignore and isinstance(exc, self.ignore):
+                raise
+            retryable = self._retryable
+            if retryable is not None and retryable(exc):
+                try:
+                    return await self._retry_async(exc, fn, args, kwargs, retryable)
+                except Exception as last:
+                    exc = last
+            return await self._afallback(exc, args, kwargs)
+
+    async def _retry_async(
+        self,
+        first: Exception,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        retryable: Callable[[BaseException], bool],
+    ) -> Any:
+        dep = self.dependency
+        pending = [first]
+        assert self.retry is not None
+
+        async def attempt() -> Any:
+            if pending:
+                raise pending.pop()
+            dep.retries += 1
+            return await dep._run_async(fn, args, kwargs, self.ignore)
+
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(self.retry.attempts),
+            wait=self.retry.wait,
+            retry=tenacity.retry_if_exception(retryable),
+            reraise=True,
+        )
+        return await retrying(attempt)
+
+    async def _afallback(self, exc: Exception, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        fallback = self.fallback
+        if fallback is MISSING:
+            raise exc
+        dep = self.dependency
+        try:
+            if callable(fallback):
+                value = fallback(*args, **kwargs)
+                if inspect.isawaitable(value):
+                    value = await value
+            else:
+                value = fallback
+        except Exception as fb_exc:
+            dep.window.record(FALLBACK_FAILURE, dep._clock())
+            raise FallbackFailedError(dep.name, exc, fb_exc) from fb_exc
+        dep.window.record(FALLBACK_SUCCESS, dep._clock())
+        return value

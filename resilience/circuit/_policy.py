@@ -1,0 +1,181 @@
+"""Policy and Retry: frozen, validated configuration values.
+
+Defaults follow Hystrix (see DESIGN.md). Every invalid value raises ``ConfigError`` naming the
+field at construction, so a bad policy never reaches a running service.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import attrs
+import tenacity
+
+from ..errors import ConfigError
+
+__all__ = ["DEFAULT_POLICY", "Isolation", "Policy", "Retry"]
+
+Isolation = Literal["thread", "semaphore"]
+
+DEFAULT_TIMEOUT = 1.0
+DEFAULT_WINDOW = 10.0
+DEFAULT_BUCKETS = 10
+DEFAULT_MIN_CALLS = 20
+DEFAULT_FAILURE_RATE = 0.5
+DEFAULT_OPEN_DURATION = 5.0
+DEFAULT_HALF_OPEN_CALLS = 1
+DEFAULT_POOL_SIZE = 10
+DEFAULT_QUEUE_SIZE = 5
+DEFAULT_MAX_CONCURRENT = 10
+
+
+def _number(*, positive: bool, allow_none: bool = False) -> Any:
+    def check(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is None and allow_none:
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(attribute.name, f"must be a number of seconds, got {value!r}")
+        if math.isnan(value) or math.isinf(value):
+            raise ConfigError(attribute.name, f"must be finite, got {value!r}")
+        if positive and value <= 0:
+            raise ConfigError(attribute.name, f"must be > 0, got {value!r}")
+        if value < 0:
+            raise ConfigError(attribute.name, f"must be >= 0, got {value!r}")
+
+    return check
+
+
+def _count(*, minimum: int) -> Any:
+    def check(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(attribute.name, f"must be an integer, got {value!r}")
+        if value < minimum:
+            raise ConfigError(attribute.name, f"must be >= {minimum}, got {value!r}")
+
+    return check
+
+
+def _rate(*, allow_none: bool = False) -> Any:
+    def check(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is None and allow_none:
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(attribute.name, f"must be a fraction in 0..1, got {value!r}")
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(attribute.name, f"must be in 0..1, got {value!r}")
+
+    return check
+
+
+def _isolation(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value not in ("thread", "semaphore"):
+        raise ConfigError(attribute.name, f"must be 'thread' or 'semaphore', got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Policy:
+    """What every call to one dependency shares.
+
+    Args:
+        timeout: seconds a caller waits for a call (sync thread isolation and async calls are
+            cut off; a sync call under semaphore isolation cannot be preempted and is recorded
+            as a timeout when it returns late, see ``Dependency.call``).
+        isolation: for sync functions, ``"thread"`` runs them in the dependency's own bounded
+            pool; ``"semaphore"`` runs them on the caller's thread under ``max_concurrent``.
+        pool_size / queue_size: workers of the thread pool and calls allowed to wait for one.
+        max_concurrent: concurrent calls under semaphore isolation and for coroutines.
+        window / buckets: the rolling statistics window in seconds and its number of buckets.
+        min_calls: calls that must fall in the window before the failure rate can open it.
+        failure_rate: fraction of failures (failures + timeouts) that opens the circuit.
+        slow_call_duration / slow_call_rate: optional second trigger; both set or both None.
+        open_duration: seconds the circuit stays open before letting trial calls through.
+        half_open_calls: trial calls admitted at once in half-open; all must succeed to close.
+    """
+
+    timeout: float = attrs.field(default=DEFAULT_TIMEOUT, validator=_number(positive=True))
+    isolation: Isolation = attrs.field(default="thread", validator=_isolation)
+    pool_size: int = attrs.field(default=DEFAULT_POOL_SIZE, validator=_count(minimum=1))
+    queue_size: int = attrs.field(default=DEFAULT_QUEUE_SIZE, validator=_count(minimum=0))
+    max_concurrent: int = attrs.field(default=DEFAULT_MAX_CONCURRENT, validator=_count(minimum=1))
+    window: float = attrs.field(default=DEFAULT_WINDOW, validator=_number(positive=True))
+    buckets: int = attrs.field(default=DEFAULT_BUCKETS, validator=_count(minimum=1))
+    min_calls: int = attrs.field(default=DEFAULT_MIN_CALLS, validator=_count(minimum=1))
+    failure_rate: float = attrs.field(default=DEFAULT_FAILURE_RATE, validator=_rate())
+    slow_call_duration: float | None = attrs.field(
+        default=None, validator=_number(positive=True, allow_none=True)
+    )
+    slow_call_rate: float | None = attrs.field(default=None, validator=_rate(allow_none=True))
+    open_duration: float = attrs.field(
+        default=DEFAULT_OPEN_DURATION, validator=_number(positive=False)
+    )
+    half_open_calls: int = attrs.field(default=DEFAULT_HALF_OPEN_CALLS, validator=_count(minimum=1))
+
+    def __attrs_post_init__(self) -> None:
+        if (self.slow_call_duration is None) != (self.slow_call_rate is None):
+            field = "slow_call_rate" if self.slow_call_rate is None else "slow_call_duration"
+            raise ConfigError(field, "slow_call_duration and slow_call_rate go together")
+
+    @property
+    def bucket_width(self) -> float:
+        return self.window / self.buckets
+
+    def differences(self, other: Policy) -> list[str]:
+        """Names of the fields whose values differ between two policies."""
+        return [
+            a.name
+            for a in attrs.fields(Policy)
+            if getattr(self, a.name) != getattr(other, a.name)
+        ]
+
+    @classmethod
+    def field_names(cls) -> frozenset[str]:
+        return frozenset(a.name for a in attrs.fields(cls))
+
+    @classmethod
+    def build(cls, base: Policy | None = None, **changes: Any) -> Policy:
+        """A policy from keyword options; an unknown keyword is a ``ConfigError``."""
+        unknown = sorted(set(changes) - cls.field_names())
+        if unknown:
+            raise ConfigError(unknown[0], "is not a Policy field")
+        try:
+            return attrs.evolve(base, **changes) if base is not None else cls(**changes)
+        except TypeError as exc:  # wrong argument shapes never escape as bare TypeError
+            raise ConfigError("policy", str(exc)) from exc
+
+
+DEFAULT_POLICY = Policy()
+
+
+def _exception_types(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, tuple) or not all(
+        isinstance(t, type) and issubclass(t, Exception) for t in value
+    ):
+        raise ConfigError(attribute.name, f"must be a tuple of Exception subclasses, got {value!r}")
+
+
+def _wait(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not callable(value):
+        raise ConfigError(attribute.name, f"must be a tenacity wait strategy, got {value!r}")
+
+
+def _as_types(value: Any) -> Any:
+    return (value,) if isinstance(value, type) else tuple(value)
+
+
+@attrs.frozen(kw_only=True)
+class Retry:
+    """Retries for one decorated function, run by tenacity after a first failure.
+
+    Args:
+        attempts: total attempts including the first (1 means no retry).
+        wait: any tenacity wait strategy (``tenacity.wait_exponential_jitter(0.05)`` ...).
+        on: exception types that are retried; timeouts are retried only if ``on`` contains
+            ``TimeoutError`` (or ``CallTimeoutError``). Rejections are never retried.
+    """
+
+    attempts: int = attrs.field(default=3, validator=_count(minimum=1))
+    wait: Any = attrs.field(factory=lambda: tenacity.wait_exponential_jitter(0.05), validator=_wait)
+    on: tuple[type[Exception], ...] = attrs.field(
+        default=(ConnectionError,), converter=_as_types, validator=_exception_types
+    )

@@ -1,0 +1,68 @@
+"""The ``protect`` decorator, built on wrapt so the wrapped function keeps its identity."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+import wrapt
+
+from ..errors import ConfigError
+from ._dependency import MISSING, Guard
+from ._policy import Policy, Retry
+from ._registry import Registry
+from ._registry import registry as default_registry
+
+__all__ = ["protect"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def protect(
+    name: str,
+    *,
+    fallback: Any = MISSING,
+    ignore: type[BaseException] | tuple[type[BaseException], ...] = (),
+    retry: Retry | None = None,
+    policy: Policy | None = None,
+    registry: Registry | None = None,
+    **options: Any,
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Protect a sync function or a coroutine function as dependency ``name``.
+
+    Args:
+        name: the dependency key; every decorator with the same key shares one breaker,
+            bulkhead and set of metrics.
+        fallback: a static value, or a callable taking the same arguments (for a coroutine
+            function it may be a coroutine function). Not given: errors reach the caller.
+        ignore: exception types raised to the caller without counting as failures and
+            without fallback (bad requests).
+        retry: a ``Retry``; each attempt passes the breaker, rejections are never retried.
+        policy: a full ``Policy``; or give its fields as keywords (``timeout=0.5``).
+        registry: the registry to use instead of the default one.
+
+    The decorated function keeps its signature, docstring, typing and
+    ``inspect.iscoroutinefunction``. On methods, fallbacks receive the arguments without
+    ``self``.
+    """
+    if isinstance(ignore, type):
+        ignore = (ignore,)
+    dependency = (registry or default_registry()).dependency(name, policy, **options)
+    guard = Guard(dependency, fallback=fallback, ignore=ignore, retry=retry)
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        if not callable(fn):
+            raise ConfigError("fn", f"protect({name!r}) needs a function, got {fn!r}")
+        if inspect.iscoroutinefunction(fn):
+            # Guard.acall is an ``async def`` with wrapt's wrapper signature: no extra frame.
+            wrapper: Any = wrapt.FunctionWrapper(fn, guard.acall)
+        else:
+            if inspect.iscoroutinefunction(fallback):
+                raise ConfigError("fallback", f"{fn!r} is sync; its fallback cannot be a coroutine")
+            wrapper = wrapt.FunctionWrapper(fn, guard.call)
+        wrapper.__resilience_guard__ = guard
+        return wrapper  # type: ignore[no-any-return]
+
+    return decorate

@@ -1,0 +1,200 @@
+"""Rolling window of time buckets: outcome counts and a fixed-bucket latency histogram.
+
+One row of integers per time bucket; recording a call touches only the current row, under a
+short lock held for a few increments (never while user code runs). Rows that fall out of the
+window are added to ``retired`` totals so cumulative counters (Prometheus) stay exact.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left
+from collections.abc import Callable
+
+import attrs
+
+__all__ = [
+    "FAILURE",
+    "FALLBACK_FAILURE",
+    "FALLBACK_SUCCESS",
+    "IGNORED",
+    "LATENCY_BOUNDS",
+    "OUTCOMES",
+    "REJECTED",
+    "SHORT_CIRCUITED",
+    "SUCCESS",
+    "TIMEOUT",
+    "RollingWindow",
+    "WindowSnapshot",
+]
+
+SUCCESS, FAILURE, TIMEOUT, SHORT_CIRCUITED, REJECTED, FALLBACK_SUCCESS, FALLBACK_FAILURE, IGNORED = (
+    range(8)
+)
+OUTCOMES = (
+    "success",
+    "failure",
+    "timeout",
+    "short_circuited",
+    "rejected",
+    "fallback_success",
+    "fallback_failure",
+    "ignored",
+)
+# Upper bounds (seconds) of the latency histogram, a 1-2-5 series from 100 us to 60 s.
+LATENCY_BOUNDS: tuple[float, ...] = (
+    0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5,
+    1.0, 2.0, 5.0, 10.0, 20.0, 60.0,
+)  # fmt: skip
+_N_OUT = len(OUTCOMES)
+_H0 = _N_OUT  # first histogram slot; one more than bounds for +Inf
+_SLOW = _H0 + len(LATENCY_BOUNDS) + 1
+_SUM = _SLOW + 1
+_ROW = _SUM + 1
+
+
+@attrs.frozen
+class WindowSnapshot:
+    """Counts over a span of time: per outcome, the latency histogram, slow calls, latency sum."""
+
+    counts: tuple[int, ...]
+    histogram: tuple[int, ...]  # per bucket, not cumulative; last is +Inf
+    slow: int
+    latency_sum: float
+
+    def count(self, outcome: int) -> int:
+        return self.counts[outcome]
+
+    @property
+    def calls(self) -> int:
+        """Calls that ran and finished with a verdict: success + failure + timeout."""
+        c = self.counts
+        return c[SUCCESS] + c[FAILURE] + c[TIMEOUT]
+
+    @property
+    def failure_rate(self) -> float:
+        calls = self.calls
+        return 0.0 if calls == 0 else (self.counts[FAILURE] + self.counts[TIMEOUT]) / calls
+
+    @property
+    def slow_rate(self) -> float:
+        calls = self.calls
+        return 0.0 if calls == 0 else self.slow / calls
+
+    def percentile(self, q: float) -> float | None:
+        """Latency at quantile ``q`` (0..1), linearly interpolated inside its bucket."""
+        total = sum(self.histogram)
+        if total == 0:
+            return None
+        rank = q * total
+        seen = 0
+        for i, n in enumerate(self.histogram):
+            if n and seen + n >= rank:
+                lo = 0.0 if i == 0 else LATENCY_BOUNDS[i - 1]
+                hi = LATENCY_BOUNDS[i] if i < len(LATENCY_BOUNDS) else LATENCY_BOUNDS[-1]
+                return lo + (hi - lo) * max(0.0, rank - seen) / n
+            seen += n
+        return LATENCY_BOUNDS[-1]
+
+
+class RollingWindow:
+    """Time-bucketed counters over the last ``window`` seconds, read through ``clock``."""
+
+    def __init__(
+        self, window: float, buckets: int, clock: Callable[[], float], slow_call: float | None
+    ) -> None:
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._n = buckets
+        self._width = window / buckets
+        self._rows = [[0] * _ROW for _ in range(buckets)]
+        for row in self._rows:
+            row[_SUM] = 0.0
+        self._retired: list[float] = [0] * _ROW
+        self._retired[_SUM] = 0.0
+        self._epoch = int(clock() / self._width)
+        self._row = self._rows[self._epoch % buckets]
+        # None disables the slow-call count; a float compare per call is all it costs.
+        self.slow_call = slow_call if slow_call is not None else float("inf")
+
+    def resize(self, window: float, buckets: int, slow_call: float | None) -> None:
+        """Apply a new window shape; counts kept so far move to the cumulative totals."""
+        with self._lock:
+            for row in self._rows:
+                self._retire(row)
+            self._n = buckets
+            self._width = window / buckets
+            self._rows = [[0] * _ROW for _ in range(buckets)]
+            for row in self._rows:
+                row[_SUM] = 0.0
+            self._epoch = int(self._clock() / self._width)
+            self._row = self._rows[self._epoch % buckets]
+            self.slow_call = slow_call if slow_call is not None else float("inf")
+
+    def _retire(self, row: list[int]) -> None:
+        retired = self._retired
+        for i in range(_ROW):
+            retired[i] += row[i]
+            row[i] = 0
+        row[_SUM] = 0.0
+
+    def _advance(self, epoch: int) -> None:
+        # Called with the lock held. Clears every bucket the clock moved past.
+        if epoch < self._epoch:  # a clock that went backwards keeps the current bucket
+            return
+        steps = min(epoch - self._epoch, self._n)
+        for k in range(1, steps + 1):
+            self._retire(self._rows[(self._epoch + k) % self._n])
+        self._epoch = epoch
+        self._row = self._rows[epoch % self._n]
+
+    def record_call(self, outcome: int, latency: float, now: float) -> None:
+        """Record a call that ran (success, failure or timeout) and took ``latency`` seconds."""
+        epoch = int(now / self._width)
+        with self._lock:
+            if epoch != self._epoch:
+                self._advance(epoch)
+            row = self._row
+            row[outcome] += 1
+            row[_H0 + bisect_left(LATENCY_BOUNDS, latency)] += 1
+            row[_SUM] += latency
+            if latency >= self.slow_call:
+                row[_SLOW] += 1
+
+    def record(self, outcome: int, now: float) -> None:
+        """Record an outcome without a latency (rejections, fallbacks, ignored)."""
+        epoch = int(now / self._width)
+        with self._lock:
+            if epoch != self._epoch:
+                self._advance(epoch)
+            self._row[outcome] += 1
+
+    def reset(self) -> None:
+        """Start a fresh window (the breaker closed); counts move to the cumulative totals."""
+        with self._lock:
+            for row in self._rows:
+                self._retire(row)
+
+    def _sum(self, include_retired: bool) -> WindowSnapshot:
+        total: list[float] = list(self._retired) if include_retired else [0] * _ROW
+        for row in self._rows:
+            for i in range(_ROW):
+                total[i] += row[i]
+        return WindowSnapshot(
+            counts=tuple(int(x) for x in total[:_N_OUT]),
+            histogram=tuple(int(x) for x in total[_H0:_SLOW]),
+            slow=int(total[_SLOW]),
+            latency_sum=float(total[_SUM]),
+        )
+
+    def snapshot(self, now: float | None = None) -> WindowSnapshot:
+        """Counts over the rolling window as of ``now``."""
+        now = self._clock() if now is None else now
+        with self._lock:
+            self._advance(int(now / self._width))
+            return self._sum(include_retired=False)
+
+    def totals(self) -> WindowSnapshot:
+        """Cumulative counts since the window was created (for Prometheus counters)."""
+        with self._lock:
+            return self._sum(include_retired=True)

@@ -1,0 +1,98 @@
+"""Request scope on contextvars: a per-request memo and the active FIT context.
+
+``request_scope()`` works as ``with`` in threaded code and ``async with`` in asyncio code. Inside
+it, :func:`current_scope` returns the scope; outside, ``None``, and nothing is remembered.
+Protected sync calls run in a copy of the caller's context, so a scope (and an active FIT recipe)
+follows a call into the dependency's worker thread; asyncio tasks inherit it as usual.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from types import TracebackType
+from typing import Any, Protocol
+
+__all__ = [
+    "FaultContext",
+    "RequestScope",
+    "current_fit",
+    "current_scope",
+    "request_scope",
+]
+
+
+class FaultContext(Protocol):
+    """What an injection point asks of an active FIT context (see ``resilience.fit``)."""
+
+    def fault_for(self, dependency: str) -> Any:
+        """The fault to inject into a call to ``dependency``, or ``None``."""
+
+
+_SCOPE: contextvars.ContextVar[RequestScope | None] = contextvars.ContextVar(
+    "resilience_scope", default=None
+)
+# Read on every protected call: it must stay a single contextvar lookup.
+FIT: contextvars.ContextVar[FaultContext | None] = contextvars.ContextVar(
+    "resilience_fit", default=None
+)
+
+
+class RequestScope:
+    """State kept for one request: a memo of values keyed by the component that stored them.
+
+    ``memo`` is a plain dict shared by every thread and task of the request; ``lock`` guards
+    compound updates to it (single-flight bookkeeping). ``attrs`` carries request attributes
+    (for flag targeting, logging) that the caller chooses to put there.
+    """
+
+    __slots__ = ("_token", "attrs", "lock", "memo")
+
+    def __init__(self, attrs: dict[str, Any] | None = None) -> None:
+        self.memo: dict[Any, Any] = {}
+        self.attrs: dict[str, Any] = dict(attrs or {})
+        self.lock = threading.Lock()
+        self._token: contextvars.Token[RequestScope | None] | None = None
+
+    def __enter__(self) -> RequestScope:
+        if self._token is not None:
+            raise RuntimeError("a RequestScope cannot be entered twice")
+        self._token = _SCOPE.set(self)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        token, self._token = self._token, None
+        if token is not None:
+            _SCOPE.reset(token)
+        self.memo.clear()
+
+    async def __aenter__(self) -> RequestScope:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+def request_scope(attrs: dict[str, Any] | None = None) -> RequestScope:
+    """A new request scope; enter it with ``with`` or ``async with``."""
+    return RequestScope(attrs)
+
+
+def current_scope() -> RequestScope | None:
+    """The request scope of the running code, or ``None`` outside any scope."""
+    return _SCOPE.get()
+
+
+def current_fit() -> FaultContext | None:
+    """The FIT context active for the running code, or ``None``."""
+    return FIT.get()

@@ -1,0 +1,195 @@
+"""Every Prometheus metric the library exports, defined once, read at scrape time.
+
+Nothing from prometheus-client runs on the call path: calls count into the library's own
+rolling buckets, and :class:`ResilienceCollector` turns those into metric families when Prometheus
+scrapes. Other parts (cache, flags, fit) register a *metrics source* on the resilience registry
+and build their families with the names and helpers defined here.
+
+The collector for the default registry is added to prometheus-client's default ``REGISTRY`` when
+``resilience`` is imported (:func:`install`), so ``prometheus_client.generate_latest()`` and any
+existing ``/metrics`` route show resilience's metrics without further setup.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
+
+if TYPE_CHECKING:
+    from .circuit import Registry
+
+__all__ = [
+    "CACHE_DEDUP_HITS",
+    "CACHE_READ_REPAIRS",
+    "CACHE_REMOTE_HITS",
+    "CACHE_REQUESTS",
+    "CACHE_SINGLEFLIGHT_SHARES",
+    "CACHE_WRITE_FAILURES",
+    "CACHE_ZONE_UP",
+    "CALLS",
+    "CALL_DURATION",
+    "CIRCUIT_FAILURE_RATE",
+    "CIRCUIT_OPENED",
+    "CIRCUIT_SLOW_CALL_RATE",
+    "CIRCUIT_STATE",
+    "CONCURRENT_CALLS",
+    "FIT_INJECTIONS",
+    "FIT_TAGS",
+    "FLAG_EVALUATIONS",
+    "FLAG_LAST_UPDATE",
+    "FLAG_SOURCE_ERRORS",
+    "LIMIT",
+    "POOL_ABANDONED",
+    "POOL_ACTIVE",
+    "POOL_QUEUED",
+    "RETRIES",
+    "STREAM_CLIENTS",
+    "ResilienceCollector",
+    "counter",
+    "gauge",
+    "install",
+]
+
+# circuit (labels: dependency)
+CALLS = "resilience_calls"  # counter, + outcome
+CALL_DURATION = "resilience_call_duration_seconds"  # histogram of calls that ran
+CIRCUIT_STATE = "resilience_circuit_state"  # gauge 0/1, + state
+CIRCUIT_FAILURE_RATE = "resilience_circuit_failure_rate"  # gauge over the rolling window
+CIRCUIT_SLOW_CALL_RATE = "resilience_circuit_slow_call_rate"
+CIRCUIT_OPENED = "resilience_circuit_opened"  # counter of transitions to open
+RETRIES = "resilience_retries"  # counter of retry attempts
+POOL_ACTIVE = "resilience_pool_active_workers"
+POOL_QUEUED = "resilience_pool_queued_calls"
+POOL_ABANDONED = "resilience_pool_abandoned_workers"  # timed out, still running
+CONCURRENT_CALLS = "resilience_concurrent_calls"  # semaphore / coroutine permits in use
+LIMIT = "resilience_limit"  # configured limits, + limit (timeout_seconds, pool_size, ...)
+
+# cache (labels: cache, zone)
+CACHE_REQUESTS = "resilience_cache_requests"  # counter, + op, result (hit, miss, error, ok)
+CACHE_REMOTE_HITS = "resilience_cache_remote_hits"
+CACHE_READ_REPAIRS = "resilience_cache_read_repairs"
+CACHE_WRITE_FAILURES = "resilience_cache_write_failures"
+CACHE_DEDUP_HITS = "resilience_cache_dedup_hits"
+CACHE_SINGLEFLIGHT_SHARES = "resilience_cache_singleflight_shares"
+CACHE_ZONE_UP = "resilience_cache_zone_up"  # gauge 1 when the zone's breaker lets calls through
+
+# flags (labels: flag, source)
+FLAG_EVALUATIONS = "resilience_flag_evaluations"  # counter, + flag, reason
+FLAG_SOURCE_ERRORS = "resilience_flag_source_errors"  # counter, + source, kind
+FLAG_LAST_UPDATE = "resilience_flag_last_update_timestamp_seconds"  # gauge, + source
+
+# fit
+FIT_TAGS = "resilience_fit_tags"  # counter, + result (accepted, unsigned, bad_signature, ...)
+FIT_INJECTIONS = "resilience_fit_injections"  # counter, + dependency, kind
+
+# web
+STREAM_CLIENTS = "resilience_stream_clients"  # gauge
+
+
+def counter(name: str, doc: str, labels: list[str]) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, labels=labels)
+
+
+def gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=labels)
+
+
+class ResilienceCollector(Collector):
+    """Reads a resilience registry (the default one unless given) at scrape time."""
+
+    def __init__(self, registry: Registry | None = None) -> None:
+        self._registry = registry
+
+    def describe(self) -> list[Any]:
+        # Families appear and disappear with dependencies; describing nothing keeps
+        # prometheus-client from calling collect() at registration time.
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from .circuit import LATENCY_BOUNDS, OUTCOMES, State
+        from .circuit import registry as default_registry
+
+        reg = self._registry or default_registry()
+        calls = counter(CALLS, "Calls by outcome.", ["dependency", "outcome"])
+        duration = HistogramMetricFamily(
+            CALL_DURATION, "Duration of calls that ran.", labels=["dependency"]
+        )
+        state = gauge(CIRCUIT_STATE, "1 for the circuit's current state.", ["dependency", "state"])
+        failure_rate = gauge(
+            CIRCUIT_FAILURE_RATE, "Failure rate over the rolling window.", ["dependency"]
+        )
+        slow_rate = gauge(
+            CIRCUIT_SLOW_CALL_RATE, "Slow-call rate over the rolling window.", ["dependency"]
+        )
+        opened = counter(CIRCUIT_OPENED, "Transitions to open.", ["dependency"])
+        retries = counter(RETRIES, "Retry attempts.", ["dependency"])
+        active = gauge(POOL_ACTIVE, "Pool workers running a call.", ["dependency"])
+        queued = gauge(POOL_QUEUED, "Calls waiting for a pool worker.", ["dependency"])
+        abandoned = gauge(
+            POOL_ABANDONED, "Workers still running a call whose caller timed out.", ["dependency"]
+        )
+        concurrent = gauge(
+            CONCURRENT_CALLS, "Semaphore permits in use (async and semaphore isolation).",
+            ["dependency"],
+        )
+        limits = gauge(LIMIT, "Configured limits.", ["dependency", "limit"])
+        for dep in reg:
+            name = dep.name
+            totals = dep.window.totals()
+            for i, outcome in enumerate(OUTCOMES):
+                calls.add_metric([name, outcome], totals.counts[i])
+            cumulative = 0
+            buckets: list[tuple[str, float]] = []
+            for bound, n in zip((*LATENCY_BOUNDS, float("inf")), totals.histogram, strict=True):
+                cumulative += n
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            duration.add_metric([name], buckets, totals.latency_sum)
+            current = dep.state
+            for st in State:
+                state.add_metric([name, st.value], 1.0 if st is current else 0.0)
+            snap = dep.window.snapshot()
+            failure_rate.add_metric([name], snap.failure_rate)
+            slow_rate.add_metric([name], snap.slow_rate)
+            opened.add_metric([name], dep.breaker.opened_count)
+            retries.add_metric([name], dep.retries)
+            pool = dep.pool
+            active.add_metric([name], pool.running if pool else 0)
+            queued.add_metric([name], pool.queued if pool else 0)
+            abandoned.add_metric([name], pool.abandoned if pool else 0)
+            concurrent.add_metric([name], dep.permits.in_use)
+            p = dep.policy
+            for label, value in (
+                ("timeout_seconds", p.timeout),
+                ("pool_size", p.pool_size),
+                ("queue_size", p.queue_size),
+                ("max_concurrent", p.max_concurrent),
+                ("failure_rate", p.failure_rate),
+            ):
+                limits.add_metric([name, label], float(value))
+        yield from (calls, duration, state, failure_rate, slow_rate, opened, retries)
+        yield from (active, queued, abandoned, concurrent, limits)
+        for source in reg.metrics_sources:
+            yield from source.collect_metrics()
+
+
+_installed: set[int] = set()
+_install_lock = threading.Lock()
+
+
+def install(prometheus_registry: CollectorRegistry = REGISTRY) -> ResilienceCollector | None:
+    """Register the default-registry collector with a prometheus-client registry, once."""
+    with _install_lock:
+        if id(prometheus_registry) in _installed:
+            return None
+        collector = ResilienceCollector()
+        prometheus_registry.register(collector)
+        _installed.add(id(prometheus_registry))
+        return collector
