@@ -94,7 +94,13 @@ def main() -> int:
     t_ours = timeit_sync(lambda: ours_sem(1), n, repeats)
     t_pyb = timeit_sync(lambda: pyb_fn(1), n, repeats)
     t_cb = timeit_sync(lambda: cb_fn(1), n, repeats)
-    print(f"  bare call {us(bare)}")
+    import wrapt
+
+    wrapped = wrapt.FunctionWrapper(trivial, lambda w, i, a, k: w(*a, **k))
+    t_wrapt = timeit_sync(lambda: wrapped(1), n, repeats)
+    print(
+        f"  bare call {us(bare)}   wrapt.FunctionWrapper alone {us(t_wrapt)} (why plain functions get a closure)"
+    )
     results.append(line("resilience (semaphore)", t_ours, "pybreaker", t_pyb, 0.6))
     results.append(line("resilience (semaphore)", t_ours, "circuitbreaker", t_cb, 1.2))
 
@@ -124,12 +130,16 @@ def main() -> int:
     pn = max(2000, n // 10)
     t_pool = timeit_sync(lambda: ours_pool(1), pn, repeats)
     t_tpe = timeit_sync(lambda: tpe.submit(trivial, 1).result(), pn, repeats)
-    results.append(line("resilience (thread pool)", t_pool, "ThreadPoolExecutor submit+result", t_tpe, 1.15))
+    results.append(
+        line("resilience (thread pool)", t_pool, "ThreadPoolExecutor submit+result", t_tpe, 1.15)
+    )
     tpe.shutdown()
 
     print("retry configured, no failure")
     ours_retry = protect(
-        "bench.retry", isolation="semaphore", max_concurrent=64,
+        "bench.retry",
+        isolation="semaphore",
+        max_concurrent=64,
         retry=Retry(attempts=3, wait=tenacity.wait_none()),
     )(trivial)
     ten = tenacity.retry(stop=tenacity.stop_after_attempt(3), wait=tenacity.wait_none())(trivial)

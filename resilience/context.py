@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import contextvars
 import threading
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Protocol
 
 __all__ = [
+    "FIT",
+    "Fault",
     "FaultContext",
     "RequestScope",
     "current_fit",
@@ -22,10 +25,29 @@ __all__ = [
 ]
 
 
-class FaultContext(Protocol):
-    """What an injection point asks of an active FIT context (see ``resilience.fit``)."""
+class Fault(Protocol):
+    """A fault chosen for one call. It wraps the function so the failure happens *inside* the
+    protected call: the real breaker, bulkhead, timeout and fallback see it as a real failure."""
 
-    def fault_for(self, dependency: str) -> Any:
+    def wrap_sync(self, fn: Callable[..., Any], timeout: float) -> Callable[..., Any]:
+        """A function that fails as the fault says (raise, sleep, or hang past ``timeout``)."""
+
+    def wrap_async(
+        self, fn: Callable[..., Awaitable[Any]], timeout: float
+    ) -> Callable[..., Awaitable[Any]]:
+        """The coroutine-function counterpart of ``wrap_sync``."""
+
+
+class FaultContext(Protocol):
+    """What an injection point asks of an active FIT context (see ``resilience.fit``).
+
+    Every ``protect`` call (and so every cache zone operation, whose zones are dependencies
+    named ``cache.<cache>.<zone>``) reads the ``FIT`` contextvar once; when it holds a context,
+    it asks ``fault_for(dependency_name)`` and, given a fault, runs ``fault.wrap_sync(fn, timeout)``
+    (or ``wrap_async``) instead of ``fn``.
+    """
+
+    def fault_for(self, dependency: str) -> Fault | None:
         """The fault to inject into a call to ``dependency``, or ``None``."""
 
 

@@ -74,10 +74,10 @@ class CallTimeoutError(ResilienceError, TimeoutError):
 class FallbackFailedError(ResilienceError):
     """The fallback raised. ``error`` is the call's failure, ``__cause__`` the fallback's."""
 
-    def __init__(self, dependency: str, error: BaseException, fallback_error: BaseException) -> None:
-        super().__init__(
-            f"{dependency}: fallback failed ({fallback_error!r}) after {error!r}"
-        )
+    def __init__(
+        self, dependency: str, error: BaseException, fallback_error: BaseException
+    ) -> None:
+        super().__init__(f"{dependency}: fallback failed ({fallback_error!r}) after {error!r}")
         self.dependency = dependency
         self.error = error
         self.fallback_error = fallback_error

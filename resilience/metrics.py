@@ -137,7 +137,8 @@ class ResilienceCollector(Collector):
             POOL_ABANDONED, "Workers still running a call whose caller timed out.", ["dependency"]
         )
         concurrent = gauge(
-            CONCURRENT_CALLS, "Semaphore permits in use (async and semaphore isolation).",
+            CONCURRENT_CALLS,
+            "Semaphore permits in use (async and semaphore isolation).",
             ["dependency"],
         )
         limits = gauge(LIMIT, "Configured limits.", ["dependency", "limit"])

@@ -53,7 +53,9 @@ def fake_clock(start: float = 1000.0, reg: Registry | None = None) -> Iterator[F
 
 
 @contextlib.contextmanager
-def forced(name: str, state: Literal["open", "closed"], reg: Registry | None = None) -> Iterator[None]:
+def forced(
+    name: str, state: Literal["open", "closed"], reg: Registry | None = None
+) -> Iterator[None]:
     """Force dependency ``name`` open or closed for the block, then reset it."""
     if state not in ("open", "closed"):
         raise ValueError(f"state must be 'open' or 'closed', got {state!r}")

@@ -12,7 +12,6 @@ import pytest
 
 from resilience import testing
 from resilience.circuit import Registry
-
 from tests.support import REQUIRE_SERVICES  # noqa: F401  (re-exported for plugins)
 
 

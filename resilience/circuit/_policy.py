@@ -123,9 +123,7 @@ class Policy:
     def differences(self, other: Policy) -> list[str]:
         """Names of the fields whose values differ between two policies."""
         return [
-            a.name
-            for a in attrs.fields(Policy)
-            if getattr(self, a.name) != getattr(other, a.name)
+            a.name for a in attrs.fields(Policy) if getattr(self, a.name) != getattr(other, a.name)
         ]
 
     @classmethod

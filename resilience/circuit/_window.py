@@ -8,7 +8,7 @@ window are added to ``retired`` totals so cumulative counters (Prometheus) stay 
 from __future__ import annotations
 
 import threading
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 
 import attrs
@@ -28,9 +28,16 @@ __all__ = [
     "WindowSnapshot",
 ]
 
-SUCCESS, FAILURE, TIMEOUT, SHORT_CIRCUITED, REJECTED, FALLBACK_SUCCESS, FALLBACK_FAILURE, IGNORED = (
-    range(8)
-)
+(
+    SUCCESS,
+    FAILURE,
+    TIMEOUT,
+    SHORT_CIRCUITED,
+    REJECTED,
+    FALLBACK_SUCCESS,
+    FALLBACK_FAILURE,
+    IGNORED,
+) = range(8)
 OUTCOMES = (
     "success",
     "failure",
@@ -51,6 +58,7 @@ _H0 = _N_OUT  # first histogram slot; one more than bounds for +Inf
 _SLOW = _H0 + len(LATENCY_BOUNDS) + 1
 _SUM = _SLOW + 1
 _ROW = _SUM + 1
+_FOLD_AT = 512  # pending successes folded at once: bounds memory and the cost of one fold
 
 
 @attrs.frozen
@@ -107,46 +115,92 @@ class RollingWindow:
         self._clock = clock
         self._n = buckets
         self._width = window / buckets
-        self._rows = [[0] * _ROW for _ in range(buckets)]
+        self._rows: list[list[float]] = [[0] * _ROW for _ in range(buckets)]
         for row in self._rows:
             row[_SUM] = 0.0
         self._retired: list[float] = [0] * _ROW
         self._retired[_SUM] = 0.0
+        # Successes are appended here without a lock (list.append is atomic) and folded into
+        # their row's counts and histogram in batches: the success path never takes the lock.
+        self._pending: list[list[float]] = [[] for _ in range(buckets)]
         self._epoch = int(clock() / self._width)
         self._row = self._rows[self._epoch % buckets]
+        self._ok = self._pending[self._epoch % buckets]
+        self._edge = (self._epoch + 1) * self._width
         # None disables the slow-call count; a float compare per call is all it costs.
         self.slow_call = slow_call if slow_call is not None else float("inf")
 
     def resize(self, window: float, buckets: int, slow_call: float | None) -> None:
         """Apply a new window shape; counts kept so far move to the cumulative totals."""
         with self._lock:
-            for row in self._rows:
+            for i, row in enumerate(self._rows):
+                self._fold(i)
                 self._retire(row)
             self._n = buckets
             self._width = window / buckets
             self._rows = [[0] * _ROW for _ in range(buckets)]
             for row in self._rows:
                 row[_SUM] = 0.0
+            self._pending = [[] for _ in range(buckets)]
             self._epoch = int(self._clock() / self._width)
             self._row = self._rows[self._epoch % buckets]
+            self._ok = self._pending[self._epoch % buckets]
+            self._edge = (self._epoch + 1) * self._width
             self.slow_call = slow_call if slow_call is not None else float("inf")
 
-    def _retire(self, row: list[int]) -> None:
+    def _retire(self, row: list[float]) -> None:
         retired = self._retired
         for i in range(_ROW):
             retired[i] += row[i]
             row[i] = 0
         row[_SUM] = 0.0
 
+    def _fold(self, i: int) -> None:
+        # Called with the lock held: move row i's pending success latencies into its counts.
+        pending = self._pending[i]
+        k = len(pending)
+        if not k:
+            return
+        batch = pending[:k]
+        del pending[:k]  # appends racing with us land after index k and are kept
+        batch.sort()
+        row = self._rows[i]
+        row[SUCCESS] += k
+        row[_SUM] += sum(batch)
+        row[_SLOW] += k - bisect_left(batch, self.slow_call)
+        below = 0
+        for j, bound in enumerate(LATENCY_BOUNDS):
+            upto = bisect_right(batch, bound, below)
+            row[_H0 + j] += upto - below
+            below = upto
+            if below == k:
+                return
+        row[_SLOW - 1] += k - below
+
     def _advance(self, epoch: int) -> None:
         # Called with the lock held. Clears every bucket the clock moved past.
-        if epoch < self._epoch:  # a clock that went backwards keeps the current bucket
+        if epoch <= self._epoch:  # a clock that went backwards keeps the current bucket
             return
         steps = min(epoch - self._epoch, self._n)
         for k in range(1, steps + 1):
-            self._retire(self._rows[(self._epoch + k) % self._n])
+            i = (self._epoch + k) % self._n
+            self._fold(i)
+            self._retire(self._rows[i])
         self._epoch = epoch
         self._row = self._rows[epoch % self._n]
+        self._ok = self._pending[epoch % self._n]
+        self._edge = (epoch + 1) * self._width
+
+    def add_success(self, latency: float, now: float) -> None:
+        """Record a fast success (latency below the slow-call threshold): lock-free."""
+        if now >= self._edge:
+            with self._lock:
+                self._advance(int(now / self._width))
+        ok = self._ok
+        ok.append(latency)
+        if len(ok) >= _FOLD_AT:
+            with self._lock:
+                self._fold(self._epoch % self._n)
 
     def record_call(self, outcome: int, latency: float, now: float) -> None:
         """Record a call that ran (success, failure or timeout) and took ``latency`` seconds."""
@@ -172,10 +226,13 @@ class RollingWindow:
     def reset(self) -> None:
         """Start a fresh window (the breaker closed); counts move to the cumulative totals."""
         with self._lock:
-            for row in self._rows:
+            for i, row in enumerate(self._rows):
+                self._fold(i)
                 self._retire(row)
 
     def _sum(self, include_retired: bool) -> WindowSnapshot:
+        for i in range(self._n):
+            self._fold(i)
         total: list[float] = list(self._retired) if include_retired else [0] * _ROW
         for row in self._rows:
             for i in range(_ROW):
