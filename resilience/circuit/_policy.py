@@ -167,13 +167,16 @@ class Retry:
 
     Args:
         attempts: total attempts including the first (1 means no retry).
-        wait: any tenacity wait strategy (``tenacity.wait_exponential_jitter(0.05)`` ...).
+        wait: any tenacity wait strategy; default full-jitter exponential from 50 ms, capped
+            at 2 s (``tenacity.wait_random_exponential(multiplier=0.05, max=2.0)``).
         on: exception types that are retried; timeouts are retried only if ``on`` contains
             ``TimeoutError`` (or ``CallTimeoutError``). Rejections are never retried.
     """
 
     attempts: int = attrs.field(default=3, validator=_count(minimum=1))
-    wait: Any = attrs.field(factory=lambda: tenacity.wait_exponential_jitter(0.05), validator=_wait)
+    wait: Any = attrs.field(
+        factory=lambda: tenacity.wait_random_exponential(multiplier=0.05, max=2.0), validator=_wait
+    )
     on: tuple[type[Exception], ...] = attrs.field(
         default=(ConnectionError,), converter=_as_types, validator=_exception_types
     )
