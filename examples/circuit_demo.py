@@ -114,7 +114,8 @@ async def play(phase_seconds: float) -> int:
         and "half_open->closed" in transitions
     )
     print(
-        f"summary: {snap.counts[0]} successes, {snap.counts[1]} failures, {snap.counts[2]} timeouts, "
+        f"summary: {snap.counts[0]} successes, {snap.counts[1]} failures, "
+        f"{snap.counts[2]} timeouts, "
         f"{snap.counts[3]} short-circuited, {snap.counts[5]} fallbacks served; "
         f"circuit {dep.state.value}: {'OK' if ok else 'UNEXPECTED'}"
     )

@@ -18,7 +18,9 @@ __all__ = [
     "FaultInjectedError",
     "InvalidKeyError",
     "RejectedError",
+    "RecipeError",
     "ResilienceError",
+    "ToxiproxyError",
     "ValueTooLargeError",
 ]
 
@@ -123,3 +125,19 @@ class CacheWriteError(CacheError):
     def __init__(self, message: str, result: object) -> None:
         super().__init__(message)
         self.result = result
+
+
+class RecipeError(ConfigError):
+    """A FIT recipe is invalid; ``field`` is its path in the recipe, ``line`` its line if known."""
+
+    def __init__(self, field: str, message: str, line: int | None = None) -> None:
+        super().__init__(field, message if line is None else f"{message} (line {line})")
+        self.line = line
+
+
+class ToxiproxyError(ResilienceError):
+    """The Toxiproxy server refused a request or could not be reached in time."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
