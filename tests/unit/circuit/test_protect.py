@@ -394,3 +394,26 @@ def test_policy_changes_apply_to_the_next_call() -> None:
     assert takes_half_a_second() == "ok"
     registry().dependency("svc").update_policy(timeout=0.25)
     assert takes_half_a_second() == "timeout"
+
+
+def test_slow_call_rate_opens_the_circuit() -> None:
+    clock = rtesting.FakeClock()
+    registry().set_clock(clock)
+
+    @protect(
+        "svc",
+        isolation="semaphore",
+        timeout=5.0,
+        min_calls=4,
+        slow_call_duration=0.5,
+        slow_call_rate=0.5,
+    )
+    def sometimes_slow(slow: bool) -> str:
+        clock.advance(0.75 if slow else 0.01)
+        return "ok"
+
+    for slow in (False, False, True):
+        assert sometimes_slow(slow) == "ok"
+    assert registry().dependency("svc").state is State.CLOSED
+    assert sometimes_slow(True) == "ok"  # 2 slow of 4 calls: rate 0.5 reached
+    assert registry().dependency("svc").state is State.OPEN
