@@ -10,11 +10,11 @@ from ._window import LATENCY_BOUNDS, OUTCOMES, WindowSnapshot
 
 __all__ = [
     "DEFAULT_POLICY",
-    "Dependency",
-    "Guard",
     "LATENCY_BOUNDS",
     "MISSING",
     "OUTCOMES",
+    "Dependency",
+    "Guard",
     "Policy",
     "Registry",
     "Retry",
