@@ -74,8 +74,14 @@ ensure_toxiproxy() {
   export RESILIENCE_TOXIPROXY
 }
 
+ensure_browser_and_prometheus() {
+  # The dashboard tests drive a real headless Chromium; the alert tests run a real Prometheus.
+  apt_install chromium chromium-driver prometheus
+}
+
 ensure_all() {
   ensure_venv
   ensure_memcached
   ensure_toxiproxy
+  ensure_browser_and_prometheus
 }

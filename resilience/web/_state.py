@@ -1,0 +1,232 @@
+"""JSON views of circuits, pools, caches and flags, read at request time from their own counters.
+
+Everything here is plain, non-blocking code: it takes the window's short per-read lock and
+nothing else, so building a view never stops a protected call.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+import attrs
+
+from ..circuit import OUTCOMES, Dependency, Registry, State, StateChange
+
+__all__ = [
+    "HasStatus",
+    "circuit_view",
+    "hystrix_command",
+    "hystrix_pool",
+    "snapshot",
+    "state_change_view",
+]
+
+log = logging.getLogger("resilience.web")
+
+# Quantiles shown for latency: the dashboard's p50/p99 and Hystrix's percentile keys.
+_HYSTRIX_PERCENTILES = ("0", "25", "50", "75", "90", "95", "99", "99.5", "100")
+_OPEN_STATES = (State.OPEN, State.FORCED_OPEN)
+_HOST = socket.gethostname()
+
+
+class HasStatus(Protocol):
+    """A cache or flags object the admin app shows: ``status()`` returns a JSON-able dict."""
+
+    def status(self) -> dict[str, Any]: ...
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000.0, 3)
+
+
+def circuit_view(dep: Dependency, now: float | None = None) -> dict[str, Any]:
+    """One dependency's state, rolling counts, rates, latency percentiles, pool and policy."""
+    policy = dep.policy
+    snap = dep.window.snapshot(now)
+    counts = dict(zip(OUTCOMES, snap.counts, strict=True))
+    # Rate counts every call that reached the dependency's gate, including refused ones.
+    attempts = snap.calls + counts["short_circuited"] + counts["rejected"]
+    pool = dep.pool
+    return {
+        "name": dep.name,
+        "state": dep.state.value,
+        "open": dep.state in _OPEN_STATES,
+        "counts": counts,
+        "calls": snap.calls,
+        "rate": attempts / policy.window,
+        "error_rate": snap.failure_rate,
+        "slow_rate": snap.slow_rate,
+        "latency_ms": {
+            "p50": _ms(snap.percentile(0.5)),
+            "p90": _ms(snap.percentile(0.9)),
+            "p99": _ms(snap.percentile(0.99)),
+            "mean": _ms(snap.latency_sum / snap.calls) if snap.calls else None,
+        },
+        "opened_count": dep.breaker.opened_count,
+        "retries": dep.retries,
+        "concurrent": dep.permits.in_use,
+        "pool": None
+        if pool is None
+        else {
+            "running": pool.running,
+            "queued": pool.queued,
+            "abandoned": pool.abandoned,
+            "pool_size": pool.pool_size,
+            "queue_size": pool.queue_size,
+            "executed": pool.executed,
+            "max_running": pool.max_running,
+        },
+        "policy": attrs.asdict(policy),
+    }
+
+
+def _status(obj: HasStatus, kind: str) -> dict[str, Any]:
+    # A failing status() must not take the whole admin page down with it.
+    try:
+        return dict(obj.status())
+    except Exception as exc:
+        log.exception("%s status() failed", kind)
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def snapshot(
+    reg: Registry,
+    caches: Mapping[str, HasStatus] | Iterable[HasStatus] = (),
+    flags: HasStatus | None = None,
+) -> dict[str, Any]:
+    """The whole admin state: circuits, pools, caches and flags, as one JSON-able dict."""
+    circuits = [circuit_view(dep) for dep in reg]
+    pools = {c["name"]: c["pool"] for c in circuits if c["pool"] is not None}
+    if isinstance(caches, Mapping):
+        named = dict(caches)
+    else:
+        named = {}
+        for i, cache in enumerate(caches):
+            named[str(getattr(cache, "name", None) or f"cache{i}")] = cache
+    return {
+        "time": time.time(),
+        "circuits": circuits,
+        "pools": pools,
+        "caches": {name: _status(cache, "cache") for name, cache in named.items()},
+        "flags": None if flags is None else _status(flags, "flags"),
+    }
+
+
+def state_change_view(change: StateChange) -> dict[str, Any]:
+    return {
+        "dependency": change.dependency,
+        "old": change.old.value,
+        "new": change.new.value,
+        "reason": change.reason,
+        "time": time.time(),
+    }
+
+
+def _group(name: str) -> str:
+    return name.split(".", 1)[0]
+
+
+def hystrix_command(dep: Dependency) -> dict[str, Any]:
+    """One ``HystrixCommand`` message of Hystrix's metrics stream, from a dependency."""
+    policy = dep.policy
+    snap = dep.window.snapshot()
+    c = dict(zip(OUTCOMES, snap.counts, strict=True))
+    errors = c["failure"] + c["timeout"] + c["short_circuited"] + c["rejected"]
+    requests = snap.calls + c["short_circuited"] + c["rejected"]
+    latency = {}
+    for key in _HYSTRIX_PERCENTILES:
+        value = snap.percentile(float(key) / 100.0)
+        latency[key] = 0 if value is None else round(value * 1000.0)
+    mean = round(snap.latency_sum / snap.calls * 1000.0) if snap.calls else 0
+    state = dep.state
+    window_ms = round(policy.window * 1000.0)
+    thread = policy.isolation == "thread"
+    return {
+        "type": "HystrixCommand",
+        "name": dep.name,
+        "group": _group(dep.name),
+        "currentTime": int(time.time() * 1000),
+        "isCircuitBreakerOpen": state in _OPEN_STATES or state is State.HALF_OPEN,
+        "errorPercentage": round(100.0 * errors / requests) if requests else 0,
+        "errorCount": errors,
+        "requestCount": requests,
+        "rollingCountBadRequests": c["ignored"],
+        "rollingCountCollapsedRequests": 0,
+        "rollingCountEmit": 0,
+        "rollingCountExceptionsThrown": 0,
+        "rollingCountFailure": c["failure"],
+        "rollingCountFallbackEmit": 0,
+        "rollingCountFallbackFailure": c["fallback_failure"],
+        "rollingCountFallbackMissing": 0,
+        "rollingCountFallbackRejection": 0,
+        "rollingCountFallbackSuccess": c["fallback_success"],
+        "rollingCountResponsesFromCache": 0,
+        "rollingCountSemaphoreRejected": 0 if thread else c["rejected"],
+        "rollingCountShortCircuited": c["short_circuited"],
+        "rollingCountSuccess": c["success"],
+        "rollingCountThreadPoolRejected": c["rejected"] if thread else 0,
+        "rollingCountTimeout": c["timeout"],
+        "currentConcurrentExecutionCount": dep.permits.in_use
+        + (dep.pool.running if dep.pool else 0),
+        "rollingMaxConcurrentExecutionCount": dep.pool.max_running if dep.pool else 0,
+        "latencyExecute_mean": mean,
+        "latencyExecute": latency,
+        "latencyTotal_mean": mean,
+        "latencyTotal": latency,
+        "propertyValue_circuitBreakerRequestVolumeThreshold": policy.min_calls,
+        "propertyValue_circuitBreakerSleepWindowInMilliseconds": round(
+            policy.open_duration * 1000.0
+        ),
+        "propertyValue_circuitBreakerErrorThresholdPercentage": round(policy.failure_rate * 100),
+        "propertyValue_circuitBreakerForceOpen": state is State.FORCED_OPEN,
+        "propertyValue_circuitBreakerForceClosed": state is State.FORCED_CLOSED,
+        "propertyValue_circuitBreakerEnabled": True,
+        "propertyValue_executionIsolationStrategy": "THREAD" if thread else "SEMAPHORE",
+        "propertyValue_executionIsolationThreadTimeoutInMilliseconds": round(
+            policy.timeout * 1000.0
+        ),
+        "propertyValue_executionTimeoutInMilliseconds": round(policy.timeout * 1000.0),
+        "propertyValue_executionIsolationThreadInterruptOnTimeout": False,
+        "propertyValue_executionIsolationThreadPoolKeyOverride": None,
+        "propertyValue_executionIsolationSemaphoreMaxConcurrentRequests": policy.max_concurrent,
+        "propertyValue_fallbackIsolationSemaphoreMaxConcurrentRequests": policy.max_concurrent,
+        "propertyValue_metricsRollingStatisticalWindowInMilliseconds": window_ms,
+        "propertyValue_requestCacheEnabled": False,
+        "propertyValue_requestLogEnabled": False,
+        "reportingHosts": 1,
+        "threadPool": dep.name,
+    }
+
+
+def hystrix_pool(dep: Dependency) -> dict[str, Any] | None:
+    """One ``HystrixThreadPool`` message, or None while the dependency has no thread pool."""
+    pool = dep.pool
+    if pool is None:
+        return None
+    snap = dep.window.snapshot()
+    return {
+        "type": "HystrixThreadPool",
+        "name": dep.name,
+        "currentTime": int(time.time() * 1000),
+        "currentActiveCount": pool.running,
+        "currentCompletedTaskCount": pool.executed,
+        "currentCorePoolSize": pool.pool_size,
+        "currentLargestPoolSize": pool.max_running,
+        "currentMaximumPoolSize": pool.pool_size,
+        "currentPoolSize": pool.pool_size,
+        "currentQueueSize": pool.queued,
+        "currentTaskCount": pool.executed + pool.running + pool.queued,
+        "rollingCountThreadsExecuted": snap.calls,
+        "rollingMaxActiveThreads": pool.max_running,
+        "rollingCountCommandRejections": snap.counts[OUTCOMES.index("rejected")],
+        "propertyValue_queueSizeRejectionThreshold": pool.queue_size,
+        "propertyValue_metricsRollingStatisticalWindowInMilliseconds": round(
+            dep.policy.window * 1000.0
+        ),
+        "reportingHosts": 1,
+        "host": _HOST,
+    }
