@@ -85,7 +85,12 @@ class _Deadlines:
             self._loop.call_at(entry[0], self._expire, entry)
             return entry
         q.append(entry)
-        if self._handle is None:
+        handle = self._handle
+        # The queue may have emptied of an older, later deadline (the timeout was lowered):
+        # the timer must not wait for it.
+        if handle is None or handle.when() > entry[0]:
+            if handle is not None:
+                handle.cancel()
             self._handle = self._loop.call_at(entry[0], self._fire)
         return entry
 
