@@ -54,10 +54,11 @@ def protect(
     guard = Guard(dependency, fallback=fallback, ignore=ignore, retry=retry)
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        descriptor = isinstance(fn, (classmethod, staticmethod))
-        if not (callable(fn) or descriptor):
+        target: Any = fn
+        descriptor = isinstance(target, (classmethod, staticmethod))
+        if not (descriptor or callable(target)):
             raise ConfigError("fn", f"protect({name!r}) needs a function, got {fn!r}")
-        is_async = inspect.iscoroutinefunction(fn.__func__ if descriptor else fn)  # type: ignore[attr-defined]
+        is_async = inspect.iscoroutinefunction(target.__func__ if descriptor else target)
         if not is_async and inspect.iscoroutinefunction(fallback):
             raise ConfigError("fallback", f"{fn!r} is sync; its fallback cannot be a coroutine")
         wrapper: Any
