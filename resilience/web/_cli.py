@@ -1,7 +1,7 @@
 """``resilience observe alerts|grafana APP_MODULE``: print generated rules or a dashboard.
 
 ``resilience.cli`` calls :func:`register` with its subparsers; the handler is stored as the
-parser's ``func`` default and returns the exit code.
+parser's ``handler`` default and returns the exit code.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         )
         p.add_argument("--json", action="store_true", help="alerts as JSON instead of YAML")
         p.add_argument("-o", "--output", default="-", help="file to write (default: stdout)")
-        p.set_defaults(func=_run, observe_what=name)
+        p.set_defaults(handler=_run, observe_what=name)
     return observe
 
 

@@ -37,7 +37,7 @@ def test_alerts_for_the_module_dependencies(
     app_module: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = _parser().parse_args(["observe", "alerts", app_module, "--selector", 'job="svc"'])
-    assert args.func(args) == 0
+    assert args.handler(args) == 0
     rules = yaml.safe_load(capsys.readouterr().out)["groups"][0]["rules"]
     deps = {r["labels"].get("dependency") for r in rules}
     assert "profile" in deps
@@ -47,7 +47,7 @@ def test_alerts_for_the_module_dependencies(
 def test_grafana_to_a_file(app_module: str, tmp_path: Path) -> None:
     out = tmp_path / "dash.json"
     args = _parser().parse_args(["observe", "grafana", app_module, "--uid", "svc", "-o", str(out)])
-    assert args.func(args) == 0
+    assert args.handler(args) == 0
     dash = json.loads(out.read_text())
     assert dash["uid"] == "svc"
     assert any(p["title"] == "profile: circuit open" for p in dash["panels"])
@@ -55,7 +55,7 @@ def test_grafana_to_a_file(app_module: str, tmp_path: Path) -> None:
 
 def test_bad_module_and_bad_option(capsys: pytest.CaptureFixture[str]) -> None:
     args = _parser().parse_args(["observe", "alerts", "no_such_module_here"])
-    assert args.func(args) == 2
+    assert args.handler(args) == 2
     args = _parser().parse_args(["observe", "alerts", "json", "--selector", "nonsense"])
-    assert args.func(args) == 2
+    assert args.handler(args) == 2
     assert "selector" in capsys.readouterr().err
