@@ -1,0 +1,158 @@
+"""The replicated cache against raw pymemcache, on real memcached processes on loopback.
+
+Run: .venv/bin/python bench/cache.py [--quick]
+
+Starts 3 zones x 2 memcached servers on free ports, then measures, in one process:
+- local-zone get (hit) throughput: ReplicatedCache vs a raw pymemcache HashClient on that zone
+  (target: ours >= 0.9x);
+- 3-zone set with write_policy="all" vs one raw set (target: <= 1.5x), beside writing the three
+  zones one after another with raw clients;
+- with the local zone stalled (SIGSTOP) and its breaker open: get p99 vs the healthy p99
+  (target: <= 2x) and misses for keys written before the stall (target: 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pymemcache.client.hash import HashClient
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from resilience.cache import ReplicatedCache
+from resilience.circuit import State
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(port: int) -> subprocess.Popen[bytes]:
+    cmd = ["memcached", "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "64", "-t", "1"]
+    if os.geteuid() == 0:
+        cmd += ["-u", "root"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(500):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.01)
+    raise RuntimeError(f"memcached did not start on {port}")
+
+
+def throughput(fn: Callable[[], Any], n: int, repeats: int) -> float:
+    for _ in range(min(n, 1000)):
+        fn()
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        rates.append(n / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def latencies(fn: Callable[[], Any], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    out.sort()
+    return out
+
+
+def pct(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    n, repeats = (2000, 3) if args.quick else (10000, 5)
+
+    ports = {z: [free_port(), free_port()] for z in "abc"}
+    procs = {z: [start(p) for p in ps] for z, ps in ports.items()}
+    spec = {z: [f"127.0.0.1:{p}" for p in ps] for z, ps in ports.items()}
+    try:
+        raw = {
+            z: HashClient(s, use_pooling=True, default_noreply=False, timeout=1)
+            for z, s in spec.items()
+        }
+        cache = ReplicatedCache(spec, local_zone="a", timeout=0.05, open_duration=60.0)
+        value = b"v" * 100
+        cache.set("bench:key", value)
+        raw["a"].set("bench:raw", value)
+
+        print("== local-zone get (hit), single thread ==")
+        raw_rate = throughput(lambda: raw["a"].get("bench:raw"), n, repeats)
+        our_rate = throughput(lambda: cache.get("bench:key"), n, repeats)
+        ratio = our_rate / raw_rate
+        print(f"raw HashClient   {raw_rate:10.0f} gets/s")
+        print(
+            f"ReplicatedCache  {our_rate:10.0f} gets/s   ratio {ratio:.2f}x  (target >= 0.9x) {verdict(ratio >= 0.9)}"
+        )
+
+        print("== set, 3 zones, write_policy='all' ==")
+        m = n // 2
+        one = statistics.median(latencies(lambda: raw["a"].set("bench:raw", value), m))
+        seq = statistics.median(
+            latencies(lambda: [raw[z].set("bench:raw", value) for z in "abc"], m)
+        )
+        ours = statistics.median(latencies(lambda: cache.set("bench:key", value), m))
+        print(f"one raw set              {one * 1e6:8.1f} us")
+        print(f"3 raw sets, sequential   {seq * 1e6:8.1f} us   {seq / one:.2f}x")
+        print(
+            f"ReplicatedCache.set      {ours * 1e6:8.1f} us   {ours / one:.2f}x  (target <= 1.5x) {verdict(ours / one <= 1.5)}"
+        )
+
+        print("== local zone stalled (SIGSTOP) ==")
+        keys = [f"stall:{i}" for i in range(200)]
+        cache.set_many({k: k for k in keys})
+        healthy = latencies(lambda: cache.get(keys[0]), m)
+        for p in procs["a"]:
+            p.send_signal(signal.SIGSTOP)
+        t0 = time.perf_counter()
+        while cache.dependency("a").state is not State.OPEN:
+            cache.get(keys[0])
+        opened_after = time.perf_counter() - t0
+        misses = sum(1 for k in keys if cache.get(k) != k)
+        stalled = latencies(lambda: cache.get(keys[1]), m)
+        hp99, sp99 = pct(healthy, 0.99), pct(stalled, 0.99)
+        print(f"breaker opened after     {opened_after * 1e3:8.1f} ms")
+        print(f"healthy get p50/p99      {pct(healthy, 0.5) * 1e6:8.1f} / {hp99 * 1e6:8.1f} us")
+        print(
+            f"stalled get p50/p99      {pct(stalled, 0.5) * 1e6:8.1f} / {sp99 * 1e6:8.1f} us   p99 ratio {sp99 / hp99:.2f}x  (target <= 2x) {verdict(sp99 / hp99 <= 2)}"
+        )
+        print(
+            f"misses for keys written before the stall: {misses} of {len(keys)}  (target 0) {verdict(misses == 0)}"
+        )
+        for p in procs["a"]:
+            p.send_signal(signal.SIGCONT)
+        cache.close()
+    finally:
+        for ps in procs.values():
+            for p in ps:
+                p.send_signal(signal.SIGCONT)
+                p.kill()
+                p.wait()
+
+
+if __name__ == "__main__":
+    main()

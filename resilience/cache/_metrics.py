@@ -1,0 +1,111 @@
+"""Cache metrics for Prometheus, built at scrape time from each cache's own counters.
+
+One source per resilience registry serves every live cache of that registry, so each metric
+family appears once however many caches exist.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from ..circuit import Registry, State
+from ..metrics import (
+    CACHE_DEDUP_HITS,
+    CACHE_READ_REPAIRS,
+    CACHE_REMOTE_HITS,
+    CACHE_REQUESTS,
+    CACHE_SINGLEFLIGHT_SHARES,
+    CACHE_WRITE_FAILURES,
+    CACHE_ZONE_UP,
+    counter,
+    gauge,
+)
+from ._core import CacheStats
+
+__all__ = ["CacheMetrics", "metrics_for", "zone_is_up"]
+
+_UP = frozenset((State.CLOSED, State.HALF_OPEN, State.FORCED_CLOSED))
+
+
+def zone_is_up(state: State) -> bool:
+    return state in _UP
+
+
+class _Cache(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def stats(self) -> CacheStats: ...
+
+    def zone_states(self) -> dict[str, State]: ...
+
+
+class CacheMetrics:
+    """The metrics source of one registry's caches."""
+
+    def __init__(self) -> None:
+        self._caches: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def add(self, cache: _Cache) -> None:
+        self._caches.add(cache)
+
+    def discard(self, cache: _Cache) -> None:
+        self._caches.discard(cache)
+
+    def collect_metrics(self) -> Iterator[Any]:
+        requests = counter(
+            CACHE_REQUESTS,
+            "Cache requests by zone, operation and result.",
+            ["cache", "zone", "op", "result"],
+        )
+        remote = counter(
+            CACHE_REMOTE_HITS, "Hits served by a zone other than the local one.", ["cache", "zone"]
+        )
+        repairs = counter(
+            CACHE_READ_REPAIRS,
+            "Values copied into the local zone after a remote hit.",
+            ["cache", "zone"],
+        )
+        failures = counter(CACHE_WRITE_FAILURES, "Zone writes that failed.", ["cache", "zone"])
+        dedup = counter(CACHE_DEDUP_HITS, "Reads answered from the request's memo.", ["cache"])
+        shares = counter(
+            CACHE_SINGLEFLIGHT_SHARES,
+            "Reads that waited for a concurrent fetch of the same key.",
+            ["cache"],
+        )
+        up = gauge(
+            CACHE_ZONE_UP, "1 when the zone's breaker lets calls through.", ["cache", "zone"]
+        )
+        for cache in list(self._caches):
+            name, stats = cache.name, cache.stats
+            for (zone, op, result), n in sorted(stats.requests.items()):
+                requests.add_metric([name, zone, op, result], n)
+            for zone, n in stats.remote_hits.items():
+                remote.add_metric([name, zone], n)
+            for zone, n in stats.read_repairs.items():
+                repairs.add_metric([name, zone], n)
+            for zone, n in stats.write_failures.items():
+                failures.add_metric([name, zone], n)
+            dedup.add_metric([name], stats.dedup_hits)
+            shares.add_metric([name], stats.singleflight_shares)
+            for zone, state in cache.zone_states().items():
+                up.add_metric([name, zone], 1.0 if zone_is_up(state) else 0.0)
+        yield from (requests, remote, repairs, failures, dedup, shares, up)
+
+
+_sources: weakref.WeakKeyDictionary[Registry, CacheMetrics] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def metrics_for(registry: Registry) -> CacheMetrics:
+    """The registry's cache metrics source, registered on first use."""
+    with _lock:
+        source = _sources.get(registry)
+        if source is None:
+            source = _sources[registry] = CacheMetrics()
+            registry.add_metrics_source(source)
+        return source

@@ -1,0 +1,266 @@
+"""The blocking driver: runs the core's flows on the caller's thread, writes zones in parallel."""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar
+
+from ..circuit import MISSING, Guard
+from ..errors import CacheError
+from ._base import DEFAULT_LOADER_CONCURRENCY, DEFAULT_LOADER_TIMEOUT, CacheBase, FromFallback
+from ._core import CALL, MISS, Flow, Tally, WriteResult
+from ._flight import RETRY, Failed, finish, join, wait_sync
+from ._nodes import SyncNode
+from ._zones import run_sync
+
+__all__ = ["ReplicatedCache"]
+
+log = logging.getLogger("resilience.cache")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class ReplicatedCache(CacheBase[SyncNode]):
+    """A memcached cache with a full copy per availability zone, for threaded code.
+
+    Reads ask the local zone, then the others; writes go to every zone in parallel. Each zone
+    is a circuit dependency, so a dead or stalled zone is skipped once its breaker opens.
+    Inside ``resilience.request_scope()`` a key is fetched at most once per request. The
+    constructor's options are documented on :class:`CacheBase`; the cache is thread-safe.
+    """
+
+    _node_class = SyncNode
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._executor = ThreadPoolExecutor(
+            self.config.write_workers, thread_name_prefix=f"resilience-cache-{self.name}"
+        )
+
+    # -- driving the core -------------------------------------------------------------------
+
+    def _run(self, flow: Flow) -> Any:
+        zones = self._zones
+        try:
+            step = next(flow)
+            while True:
+                if step[0] == CALL:
+                    zone = zones[step[1]]
+                    try:
+                        outcome: Any = (
+                            True,
+                            zone.dependency.call(run_sync, zone, step[2], step[3]),
+                        )
+                    except Exception as exc:
+                        outcome = (False, exc)
+                else:
+                    outcome = wait_sync(step[2], step[1], self._core.wait_timeout)
+                step = flow.send(outcome)
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            flow.close()
+
+    def _zone_write(self, tally: Tally, zone_name: str) -> None:
+        zone = self._zones[zone_name]
+        try:
+            reply = zone.dependency.call(run_sync, zone, tally.op, tally.args)
+        except Exception as exc:
+            tally.record(zone_name, False, exc)
+        else:
+            tally.record(zone_name, True, reply)
+
+    def _write(self, op: str, args: tuple[Any, ...]) -> Tally:
+        tally = self._core.tally(op, args)
+        done = threading.Event()
+        tally.on_decided = done.set
+        first, *rest = tally.zones
+        for zone in rest:
+            # each zone call sees the caller's context (request scope, FIT recipe)
+            ctx = contextvars.copy_context()
+            self._executor.submit(ctx.run, self._zone_write, tally, zone)
+        self._zone_write(tally, first)
+        if tally.result is None:
+            done.wait(self._core.wait_timeout)
+        return tally
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def get(self, key: str | bytes, default: Any = None) -> Any:
+        """The value of ``key``: local zone first, then the others; ``default`` on a miss.
+
+        A zone that fails is skipped; when every zone fails the result is ``default`` (a
+        cache outage reads as misses, counted as errors in the metrics).
+        """
+        value = self._run(self._core.read_flow(self._core.key(key)))
+        return default if value is MISS else value
+
+    def get_many(self, keys: Iterable[str | bytes]) -> dict[Any, Any]:
+        """The values of the keys that exist; remote zones are asked only for keys still missing."""
+        encoded, users = self._keys(keys)
+        if not encoded:
+            return {}
+        return self._by_user_key(self._run(self._core.read_many_flow(encoded)), users)
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def set(self, key: str | bytes, value: Any, ttl: int | None = None) -> WriteResult:
+        """Store ``value`` in every zone; raises CacheWriteError if the write policy is not met."""
+        k = self._core.key(key)
+        tally = self._write("set", (k, self._core.encode(key, value), self._core.ttl(ttl)))
+        return self._core.finish(tally, [k], {k: value})
+
+    def set_many(self, mapping: Mapping[str | bytes, Any], ttl: int | None = None) -> WriteResult:
+        """Store several values in every zone (one pipelined exchange per server)."""
+        items, values = self._items(mapping)
+        tally = self._write("set_many", (items, self._core.ttl(ttl)))
+        return self._core.finish(tally, list(items), values)
+
+    def add(self, key: str | bytes, value: Any, ttl: int | None = None) -> WriteResult:
+        """Store ``value`` where ``key`` does not exist; ``replies[zone]`` says if it was stored."""
+        k = self._core.key(key)
+        tally = self._write("add", (k, self._core.encode(key, value), self._core.ttl(ttl)))
+        return self._core.finish(tally, [k], None)
+
+    def delete(self, key: str | bytes) -> WriteResult:
+        """Delete ``key`` in every zone; ``replies[zone]`` says if it existed there."""
+        k = self._core.key(key)
+        return self._core.finish(self._write("delete", (k,)), [k], {k: MISS})
+
+    def delete_many(self, keys: Iterable[str | bytes]) -> WriteResult:
+        """Delete several keys in every zone."""
+        encoded, _ = self._keys(keys)
+        tally = self._write("delete_many", (encoded,))
+        return self._core.finish(tally, encoded, dict.fromkeys(encoded, MISS))
+
+    def touch(self, key: str | bytes, ttl: int | None = None) -> WriteResult:
+        """Give ``key`` a new ttl in every zone."""
+        k = self._core.key(key)
+        return self._core.finish(self._write("touch", (k, self._core.ttl(ttl))), [k], None)
+
+    def incr(self, key: str | bytes, delta: int = 1) -> int | None:
+        """Add ``delta`` to a stored integer in every zone; the new value, or None if absent.
+
+        Zones are counted independently (memcached has no cross-server increment): the value
+        returned is the local zone's, or the first zone's in read order that has the key.
+        """
+        return self._counter("incr", key, delta)
+
+    def decr(self, key: str | bytes, delta: int = 1) -> int | None:
+        """Subtract ``delta`` (memcached stops at 0); see :meth:`incr`."""
+        return self._counter("decr", key, delta)
+
+    def _counter(self, op: str, key: str | bytes, delta: int) -> int | None:
+        if isinstance(delta, bool) or not isinstance(delta, int) or delta < 0:
+            raise ValueError(f"delta must be an integer >= 0, got {delta!r}")
+        k = self._core.key(key)
+        result = self._core.finish(self._write(op, (k, delta)), [k], None)
+        return self._core.counter_value(result)
+
+    # -- read-through ---------------------------------------------------------------------
+
+    def cached(
+        self,
+        key: Callable[..., str | bytes],
+        ttl: int | None = None,
+        *,
+        loader_concurrency: int = DEFAULT_LOADER_CONCURRENCY,
+        loader_timeout: float = DEFAULT_LOADER_TIMEOUT,
+        pool: str = "realtime",
+        fallback: Any = MISSING,
+    ) -> Callable[[Callable[P, T]], Callable[P, T]]:
+        """Decorate a loader: read ``key(*args, **kwargs)`` from the cache, load and store on miss.
+
+        Loads run through the circuit dependency ``cache.<name>.loader.<pool>``: a thread
+        pool of ``loader_concurrency`` workers (and as many queue slots) cut off at
+        ``loader_timeout`` seconds; one load per key runs at a time in this process and
+        concurrent callers of that key share its result. When the loader fails, is rejected or
+        its circuit is open, callers get ``fallback`` (a value, or a function called with the
+        same arguments) or the error; a fallback value is never written to the cache.
+
+        Args:
+            key: builds the cache key from the decorated function's arguments.
+            ttl: ttl of loaded values (default: the cache's ``default_ttl``).
+            loader_concurrency: loads running at once (default 10).
+            loader_timeout: seconds a load may take (default 1.0).
+            pool: loader pool name (default ``"realtime"``); give batch callers their own
+                (``pool="batch"``) so they cannot starve real-time ones. A pool's settings are
+                shared by every decorator that names it.
+            fallback: what callers get when the load fails (default: the error).
+        """
+        guard = self._loader(pool, loader_concurrency, loader_timeout, fallback)
+        wait = loader_timeout * 2 + 1.0
+
+        def decorate(fn: Callable[P, T]) -> Callable[P, T]:
+            @functools.wraps(fn)
+            def read_through(*args: P.args, **kwargs: P.kwargs) -> T:
+                user_key = key(*args, **kwargs)
+                value = self.get(user_key, MISS)
+                if value is not MISS:
+                    return value  # type: ignore[no-any-return]
+                return self._load(user_key, ttl, guard, fn, args, kwargs, wait)  # type: ignore[no-any-return]
+
+            return read_through
+
+        return decorate
+
+    def _load(
+        self,
+        user_key: str | bytes,
+        ttl: int | None,
+        guard: Guard,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        wait: float,
+    ) -> Any:
+        k = self._core.key(user_key)
+        flight, leader = join(self._loads, self._loads_lock, k)
+        if not leader:
+            shared = wait_sync(self._loads_lock, flight, wait)
+            if shared is not RETRY:
+                return _unwrap(shared)
+        try:
+            value = guard.call(fn, None, args, kwargs)
+        except Exception as exc:
+            if leader:
+                finish(self._loads, self._loads_lock, k, flight, Failed(exc), keep=False)
+            raise
+        if not isinstance(value, FromFallback):
+            try:
+                self.set(user_key, value, ttl)
+            except CacheError as exc:
+                log.warning("cache %s: could not store loaded %r: %s", self.name, user_key, exc)
+        if leader:
+            finish(self._loads, self._loads_lock, k, flight, value, keep=False)
+        return _unwrap(value)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every connection and stop the write threads (pending writes finish first)."""
+        self._closed = True
+        self._executor.shutdown(wait=True)
+        for zone in self._zones.values():
+            for node in zone.nodes.values():
+                node.close()
+
+    def __enter__(self) -> ReplicatedCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _unwrap(value: Any) -> Any:
+    if isinstance(value, Failed):
+        raise value.error
+    if isinstance(value, FromFallback):
+        return value.value
+    return value

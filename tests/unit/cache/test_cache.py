@@ -1,0 +1,438 @@
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import fnmatch
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+import resilience.cache as cache_pkg
+from resilience import context, request_scope
+from resilience.cache import JsonSerde, PickleSerde, WriteResult
+from resilience.circuit import State, registry
+from resilience.errors import (
+    CacheWriteError,
+    ConfigError,
+    FaultInjectedError,
+    InvalidKeyError,
+    ValueTooLargeError,
+)
+from resilience.metrics import ResilienceCollector
+
+from .fakes import ZONES, AsyncFakeCache, FakeCache, fail_zone, zone_gets, zone_has, zone_servers
+
+
+def make(**kw: Any) -> FakeCache:
+    kw.setdefault("local_zone", "a")
+    return FakeCache(ZONES, **kw)
+
+
+def test_exports_sorted_and_complete() -> None:
+    assert cache_pkg.__all__ == sorted(cache_pkg.__all__)
+    for name in (
+        "ReplicatedCache",
+        "AsyncReplicatedCache",
+        "WriteResult",
+        "JsonSerde",
+        "PickleSerde",
+    ):
+        assert name in cache_pkg.__all__
+
+
+def test_set_writes_every_zone_and_get_reads_local_first() -> None:
+    c = make()
+    result = c.set("user:1", {"name": "Ada"})
+    assert isinstance(result, WriteResult) and result.ok
+    assert set(result.acknowledged) == {"a", "b", "c"} and not result.failed
+    assert all(zone_has(z, b"user:1") for z in "abc")
+    assert c.get("user:1") == {"name": "Ada"}
+    assert (zone_gets("a"), zone_gets("b"), zone_gets("c")) == (1, 0, 0)
+
+
+def test_native_values_round_trip() -> None:
+    c = make()
+    for i, value in enumerate([b"\x00raw", "text é", 42, [1, "x"], {"k": None}, 1.5, True]):
+        c.set(f"k{i}", value)
+        got = c.get(f"k{i}")
+        assert got == value and type(got) is type(value)
+
+
+def test_read_falls_back_to_remote_zone_on_failure_and_on_miss() -> None:
+    c = make(read_repair=False)
+    c.set("k", "v")
+    fail_zone("a")
+    assert c.get("k") == "v"
+    fail_zone("a", False)
+    for s in zone_servers("a"):
+        s.data.clear()
+    assert c.get("k") == "v"
+    assert c.stats.remote_hits["b"] == 2
+
+
+def test_read_order_is_configurable() -> None:
+    c = make(read_order=["c", "b"], read_repair=False)
+    c.set("k", "v")
+    for s in zone_servers("a"):
+        s.data.clear()
+    assert c.get("k") == "v"
+    assert zone_gets("c") == 1 and zone_gets("b") == 0
+
+
+def test_read_repair_adds_remote_hit_to_local_zone() -> None:
+    c = make()
+    c.set("k", "v")
+    for s in zone_servers("a"):
+        s.data.clear()
+    assert c.get("k") == "v"
+    assert zone_has("a", b"k")
+    assert c.stats.read_repairs["a"] == 1
+
+
+def test_read_repair_can_be_turned_off() -> None:
+    c = make(read_repair=False)
+    c.set("k", "v")
+    for s in zone_servers("a"):
+        s.data.clear()
+    assert c.get("k") == "v"
+    assert not zone_has("a", b"k")
+
+
+def test_get_many_asks_remote_zones_only_for_missing_keys() -> None:
+    c = make(read_repair=False)
+    c.set_many({f"k{i}": i for i in range(10)})
+    for s in zone_servers("a"):
+        for k in (b"k1", b"k2", b"k3"):
+            s.data.pop(k, None)
+    before = zone_gets("a"), zone_gets("b"), zone_gets("c")
+    got = c.get_many([f"k{i}" for i in range(10)] + ["absent"])
+    assert got == {f"k{i}": i for i in range(10)}
+    assert zone_gets("a") - before[0] == 11
+    assert zone_gets("b") - before[1] == 4  # k1..k3 and "absent"
+    assert zone_gets("c") - before[2] == 1  # only "absent" is still missing
+
+
+@pytest.mark.parametrize(
+    ("policy", "failing", "ok"),
+    [
+        ("all", "c", False),
+        ("all", None, True),
+        ("quorum", "c", True),
+        ("local", "b", True),
+        ("local", "a", False),
+    ],
+)
+def test_write_policies(policy: str, failing: str | None, ok: bool) -> None:
+    c = make(write_policy=policy)
+    if failing:
+        fail_zone(failing)
+    if ok:
+        result = c.set("k", "v")
+        assert result.ok
+    else:
+        with pytest.raises(CacheWriteError) as info:
+            c.set("k", "v")
+        result = info.value.result
+        assert isinstance(result, WriteResult) and not result.ok
+    if failing:
+        # a failed zone write is counted and reported, never dropped silently
+        c.close()
+        assert c.stats.write_failures[failing] == 1
+        assert failing in result.failed or failing in result.pending
+
+
+def test_quorum_fails_when_two_of_three_zones_fail() -> None:
+    c = make(write_policy="quorum")
+    fail_zone("b")
+    fail_zone("c")
+    with pytest.raises(CacheWriteError):
+        c.set("k", "v")
+
+
+def test_add_delete_touch_incr_decr() -> None:
+    c = make()
+    assert c.add("k", "v").replies == {"a": True, "b": True, "c": True}
+    assert c.add("k", "w").replies == {"a": False, "b": False, "c": False}
+    assert c.get("k") == "v"
+    assert c.touch("k", 60).replies["a"] is True
+    assert c.delete("k").replies["b"] is True
+    assert c.get("k") is None
+    c.set("n", 10)
+    assert c.incr("n", 5) == 15
+    assert c.decr("n") == 14
+    assert c.get("n") == 14
+    assert c.incr("absent") is None
+    c.set_many({"x": 1, "y": 2})
+    c.delete_many(["x", "y"])
+    assert c.get_many(["x", "y"]) == {}
+
+
+def test_bad_keys_and_oversized_values_raise_and_write_nothing() -> None:
+    c = make(max_value_size=100)
+    for key in ("has space", "x" * 251, "ctl\x01", ""):
+        with pytest.raises(InvalidKeyError) as info:
+            c.set(key, "v")
+        assert info.value.key == key
+    with pytest.raises(ValueTooLargeError) as big:
+        c.set("k", "x" * 101)
+    assert big.value.size == 101 and big.value.limit == 100
+    assert all(s.sets == 0 for z in "abc" for s in zone_servers(z))
+
+
+def test_hash_long_keys_hashes_instead_of_raising() -> None:
+    c = make(hash_long_keys=True)
+    c.set("x" * 300, "long")
+    c.set("with space", "spaced")
+    assert c.get("x" * 300) == "long"
+    assert c.get("with space") == "spaced"
+    assert c.get_many(["with space"]) == {"with space": "spaced"}
+
+
+def test_pickle_only_when_asked() -> None:
+    class Point:
+        def __init__(self, x: int) -> None:
+            self.x = x
+
+    plain = make()
+    with pytest.raises(Exception, match="JSON"):
+        plain.set("p", Point(1))
+    pickled = FakeCache(ZONES, name="p", serde=PickleSerde())
+    pickled.set("p", {1, 2})
+    assert pickled.get("p") == {1, 2}
+    with pytest.raises(Exception, match="PickleSerde"):
+        plain.get("p")
+    assert repr(JsonSerde()) == "JsonSerde()"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"zones": {}}, "zones"),
+        ({"local_zone": "z"}, "local_zone"),
+        ({"read_order": ["a"]}, "read_order"),
+        ({"write_policy": "most"}, "write_policy"),
+        ({"timeout": 0}, "timeout"),
+        ({"default_ttl": -1}, "default_ttl"),
+        ({"serde": object()}, "serde"),
+        ({"max_value_size": 0}, "max_value_size"),
+    ],
+)
+def test_config_errors_name_the_field(kwargs: dict[str, Any], field: str) -> None:
+    zones = kwargs.pop("zones", ZONES)
+    with pytest.raises(ConfigError) as info:
+        FakeCache(zones, **kwargs)
+    assert info.value.field == field
+
+
+def test_zones_are_circuit_dependencies_that_open_and_are_skipped() -> None:
+    c = make(min_calls=5)
+    c.set("k", "v")
+    fail_zone("a")
+    for _ in range(6):
+        assert c.get("k") == "v"
+    dep = registry().get("cache.default.a")
+    assert dep is not None and dep.state is State.OPEN
+    gets_before = sum(s.gets for s in zone_servers("a"))
+    fail_zone("a", False)
+    assert c.get("k") == "v"
+    assert sum(s.gets for s in zone_servers("a")) == gets_before  # skipped at once
+    assert c.status()["zones"]["a"]["up"] is False
+
+
+class _Raise:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def wrap_sync(self, fn: Callable[..., Any], timeout: float) -> Callable[..., Any]:
+        def failing(*a: Any, **k: Any) -> Any:
+            raise FaultInjectedError(self.name, "test-recipe")
+
+        return failing
+
+    def wrap_async(self, fn: Callable[..., Any], timeout: float) -> Callable[..., Any]:
+        async def failing(*a: Any, **k: Any) -> Any:
+            raise FaultInjectedError(self.name, "test-recipe")
+
+        return failing
+
+
+class FaultStub:
+    """A FIT context failing every dependency whose name matches a glob."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+
+    def fault_for(self, dependency: str) -> _Raise | None:
+        return _Raise(dependency) if fnmatch.fnmatch(dependency, self.pattern) else None
+
+
+def test_fit_recipe_fails_one_zone_through_the_injection_point() -> None:
+    c = FakeCache(ZONES, name="profile", local_zone="b", read_repair=False)
+    c.set("k", "v")
+    token = context.FIT.set(FaultStub("cache.profile.b"))
+    try:
+        assert c.get("k") == "v"
+        with pytest.raises(CacheWriteError) as info:
+            c.set("k2", "v2")
+    finally:
+        context.FIT.reset(token)
+    assert set(info.value.result.failed) == {"b"}
+    assert c.stats.requests[("b", "get", "error")] == 1
+    assert c.stats.remote_hits["a"] == 1
+
+
+def test_fit_recipe_fails_the_whole_cache_with_a_glob() -> None:
+    c = FakeCache(ZONES, name="profile")
+    c.set("k", "v")
+    token = context.FIT.set(FaultStub("cache.profile.*"))
+    try:
+        assert c.get("k", "fallback") == "fallback"
+    finally:
+        context.FIT.reset(token)
+    assert all(c.stats.requests[(z, "get", "error")] == 1 for z in "abc")
+
+
+def test_request_scope_dedups_gets_and_follows_writes() -> None:
+    c = make()
+    c.set("k", "v")
+    with request_scope():
+        assert [c.get("k") for _ in range(5)] == ["v"] * 5
+        assert zone_gets("a") == 1
+        c.set("k", "w")
+        assert c.get("k") == "w"
+        c.delete("k")
+        assert c.get("k") is None
+        assert c.get_many(["k", "m"]) == {}
+        assert c.get_many(["k", "m"]) == {}
+    assert zone_gets("a") == 2  # "m" once; "k" answered by the memo after the delete
+    assert c.get("absent") is None and c.get("absent") is None
+    assert zone_gets("a") == 4  # outside a scope nothing is kept
+
+
+def test_single_flight_across_threads_shares_one_fetch() -> None:
+    c = make()
+    c.set("k", "v")
+    release = threading.Event()
+    started = threading.Event()
+    calls = []
+    for s in zone_servers("a"):
+
+        def slow(payload: bytes, kind: int, count: int, _orig: Any = s.handle) -> Any:
+            calls.append(payload)
+            started.set()
+            release.wait(2)
+            return _orig(payload, kind, count)
+
+        s.handle = slow  # type: ignore[method-assign]
+    results: list[Any] = []
+    with request_scope():
+        threads = []
+        for _ in range(8):
+            ctx = contextvars.copy_context()
+            t = threading.Thread(target=ctx.run, args=(lambda: results.append(c.get("k")),))
+            threads.append(t)
+            t.start()
+        assert started.wait(2)
+        release.set()
+        for t in threads:
+            t.join(5)
+    assert results == ["v"] * 8
+    assert len(calls) == 1
+    assert c.stats.singleflight_shares + c.stats.dedup_hits == 7
+
+
+def test_status_is_json_and_metrics_are_exported() -> None:
+    c = make()
+    c.set("k", "v")
+    c.get("k")
+    c.get("nope")
+    status = c.status()
+    json.dumps(status)
+    assert status["local_zone"] == "a" and status["write_policy"] == "all"
+    assert status["zones"]["a"]["state"] == "closed"
+    assert status["zones"]["a"]["hits"] == 1 and status["zones"]["a"]["misses"] == 1
+    prom = CollectorRegistry()
+    prom.register(ResilienceCollector(registry()))
+    families = {f.name: f for f in text_string_to_metric_families(generate_latest(prom).decode())}
+    hits = [
+        s
+        for s in families["resilience_cache_requests"].samples
+        if s.labels == {"cache": "default", "zone": "a", "op": "get", "result": "hit"}
+    ]
+    assert hits and hits[0].value == 1
+    up = {s.labels["zone"]: s.value for s in families["resilience_cache_zone_up"].samples}
+    assert up == {"a": 1.0, "b": 1.0, "c": 1.0}
+
+
+def test_read_through_loads_once_and_uses_fallback_without_caching_it() -> None:
+    c = make()
+    loads = []
+
+    @c.cached(key=lambda uid: f"user:{uid}", ttl=60)
+    def load(uid: int) -> dict[str, int]:
+        loads.append(uid)
+        return {"id": uid}
+
+    assert load(1) == {"id": 1} and load(1) == {"id": 1}
+    assert loads == [1]
+
+    @c.cached(key=lambda uid: f"other:{uid}", pool="batch", fallback=lambda uid: {"id": -1})
+    def broken(uid: int) -> dict[str, int]:
+        raise RuntimeError("db down")
+
+    assert broken(2) == {"id": -1}
+    assert c.get("other:2") is None
+    assert registry().get("cache.default.loader.batch") is not None
+
+
+async def test_async_cache_same_api() -> None:
+    c = AsyncFakeCache(ZONES, local_zone="b")
+    result = await c.set("k", [1, 2])
+    assert result.ok and set(result.acknowledged) == {"a", "b", "c"}
+    assert await c.get("k") == [1, 2]
+    assert await c.get_many(["k", "x"]) == {"k": [1, 2]}
+    fail_zone("b")
+    assert await c.get("k") == [1, 2]
+    with pytest.raises(CacheWriteError):
+        await c.set("k", 1)
+    fail_zone("b", False)
+    assert (await c.add("new", 1)).replies["b"] is True
+    assert await c.incr("new", 2) == 3
+    assert (await c.delete("new")).ok
+    await c.aclose()
+
+
+async def test_async_dedup_across_tasks_and_fit() -> None:
+    c = AsyncFakeCache(ZONES, name="profile", local_zone="a")
+    await c.set("k", "v")
+    async with request_scope():
+        got = await asyncio.gather(*(c.get("k") for _ in range(20)))
+    assert got == ["v"] * 20
+    assert zone_gets("a") == 1
+    token = context.FIT.set(FaultStub("cache.profile.a"))
+    try:
+        assert await c.get("k") == "v"
+    finally:
+        context.FIT.reset(token)
+    assert c.stats.requests[("a", "get", "error")] == 1
+
+
+async def test_async_read_through_single_flight() -> None:
+    c = AsyncFakeCache(ZONES)
+    calls = 0
+
+    @c.cached(key=lambda k: f"rt:{k}")
+    async def load(k: int) -> int:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0)
+        return k * 10
+
+    got = await asyncio.gather(*(load(i % 5) for i in range(50)))
+    assert got == [(i % 5) * 10 for i in range(50)]
+    assert calls == 5
