@@ -2,7 +2,7 @@
 
 from ._breaker import State, StateChange
 from ._bulkhead import ThreadBulkhead
-from ._dependency import MISSING, Dependency, Guard
+from ._dependency import MISSING, Dependency, Guard, Ticket
 from ._policy import DEFAULT_POLICY, Policy, Retry
 from ._protect import protect
 from ._registry import Registry, registry, set_registry
@@ -21,6 +21,7 @@ __all__ = [
     "State",
     "StateChange",
     "ThreadBulkhead",
+    "Ticket",
     "WindowSnapshot",
     "protect",
     "registry",

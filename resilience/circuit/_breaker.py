@@ -77,6 +77,11 @@ class Breaker:
         self._lock = threading.Lock()
         self._trials = 0  # trial calls admitted in this half-open period and not yet finished
         self._trial_successes = 0
+        # Consecutive failures are counted on the failure path only: a failure continues the
+        # streak when the cumulative success count has not moved since the previous one, so
+        # the success path pays nothing for this trigger.
+        self._streak = 0
+        self._streak_successes = -1
 
     def retry_after(self, now: float) -> float | None:
         if self.state is _OPEN:
@@ -128,7 +133,7 @@ class Breaker:
     def on_slow_success(self, now: float) -> None:
         """A closed circuit re-evaluates the slow-call rate after a slow success."""
         if self.state is _CLOSED:
-            self._evaluate(now)
+            self._evaluate(now, failed=False)
 
     def _on_trial(self, ok: bool, now: float) -> None:
         change = None
@@ -148,25 +153,40 @@ class Breaker:
                 self._window.reset()
             self._emit(change)
 
-    def _evaluate(self, now: float) -> None:
+    def _consecutive(self, failed: bool) -> str | None:
+        limit = self.policy.consecutive_failures
+        if limit is None or not failed:
+            return None
+        successes = self._window.successes()
+        with self._lock:
+            if successes == self._streak_successes:
+                self._streak += 1
+            else:
+                self._streak, self._streak_successes = 1, successes
+            streak = self._streak
+        return f"{streak} consecutive failures" if streak >= limit else None
+
+    def _evaluate(self, now: float, failed: bool = True) -> None:
         policy = self.policy
         snap = self._window.snapshot(now)
         calls = snap.calls
-        if calls < policy.min_calls:
-            return
-        reason = None
-        if snap.failure_rate >= policy.failure_rate:
-            reason = f"failure rate {snap.failure_rate:.2f} >= {policy.failure_rate:.2f}"
-        elif policy.slow_call_rate is not None and snap.slow_rate >= policy.slow_call_rate:
-            reason = f"slow-call rate {snap.slow_rate:.2f} >= {policy.slow_call_rate:.2f}"
+        reason = self._consecutive(failed)
         if reason is None:
-            return
+            if calls < policy.min_calls:
+                return
+            if snap.failure_rate >= policy.failure_rate:
+                reason = f"failure rate {snap.failure_rate:.2f} >= {policy.failure_rate:.2f}"
+            elif policy.slow_call_rate is not None and snap.slow_rate >= policy.slow_call_rate:
+                reason = f"slow-call rate {snap.slow_rate:.2f} >= {policy.slow_call_rate:.2f}"
+            else:
+                return
         with self._lock:
             if self.state is not _CLOSED:
                 return
             change = self._move(_OPEN, now, f"{reason} over {calls} calls")
             self.opened_at = now
             self.opened_count += 1
+            self._streak = 0
         self._emit(change)
 
     def force(self, state: State | None, now: float) -> None:

@@ -42,7 +42,7 @@ from ._window import (
     RollingWindow,
 )
 
-__all__ = ["MISSING", "Dependency", "Guard", "Listener"]
+__all__ = ["MISSING", "Dependency", "Guard", "Listener", "Ticket"]
 
 log = logging.getLogger("resilience.circuit")
 
@@ -175,6 +175,31 @@ class Dependency:
     ) -> Guard:
         """A call site's view of this dependency: its own fallback, ignored errors and retry."""
         return Guard(self, fallback=fallback, ignore=ignore, retry=retry)
+
+    def begin(self) -> Ticket:
+        """Admit one call that the caller runs itself, outside ``call``/``acall``.
+
+        For IO the library cannot wrap in one function, such as a write pipelined to several
+        servers from one thread: send everything, then read every reply. This is
+        resilience4j's acquire / onSuccess / onError split. ``begin`` asks the active FIT
+        recipe (``ticket.fault``: apply it with ``fault.wrap_sync(fn, timeout)``), the breaker
+        (``CircuitOpenError``) and the semaphore permits (``BulkheadFullError``); the caller
+        must end the ticket exactly once with ``success()``, ``failure(exc)``, ``timeout()`` or
+        ``cancel()``, and enforces ``policy.timeout`` itself (socket timeouts).
+        """
+        fault = None
+        fit = FIT.get()
+        if fit is not None:
+            fault = fit.fault_for(self.name)
+        clock = self._clock
+        decision = RUN
+        if self.breaker.state is not _CLOSED:
+            decision = self.breaker.acquire(clock())
+            if decision == REJECT:
+                raise self._short_circuit(clock())
+        if not self.permits.try_take():
+            raise self._reject(decision, self.permits.limit)
+        return Ticket(self, decision, clock(), fault)
 
     @property
     def state(self) -> State:
@@ -414,6 +439,46 @@ class Dependency:
         entry[2] = _DONE
         self._success(decision, now - start, now)
         return result
+
+
+class Ticket:
+    """One call admitted by ``Dependency.begin``; end it exactly once."""
+
+    __slots__ = ("_decision", "_dependency", "_ended", "_start", "fault")
+
+    def __init__(self, dependency: Dependency, decision: int, start: float, fault: Any) -> None:
+        self._dependency = dependency
+        self._decision = decision
+        self._start = start
+        self._ended = False
+        self.fault = fault
+
+    def _end(self) -> tuple[Dependency, float, float]:
+        if self._ended:
+            raise RuntimeError("a Ticket is ended exactly once")
+        self._ended = True
+        dep = self._dependency
+        dep.permits.give()
+        now = dep._clock()
+        return dep, now - self._start, now
+
+    def success(self) -> None:
+        dep, latency, now = self._end()
+        dep._success(self._decision, latency, now)
+
+    def failure(self, error: Exception, ignore: tuple[type[BaseException], ...] = ()) -> None:
+        dep, latency, now = self._end()
+        dep._failure(self._decision, error, latency, now, ignore)
+
+    def timeout(self) -> CallTimeoutError:
+        """Record a timeout; returns the ``CallTimeoutError`` to raise."""
+        dep, latency, now = self._end()
+        return dep._timeout(self._decision, latency, now)
+
+    def cancel(self) -> None:
+        """The call never ran (the caller gave up before sending): record nothing."""
+        dep, _, _ = self._end()
+        dep.breaker.release(self._decision)
 
 
 def _retryable(

@@ -56,6 +56,11 @@ def _count(*, minimum: int) -> Any:
     return check
 
 
+def _count_or_none(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None:
+        _count(minimum=1)(inst, attribute, value)
+
+
 def _rate(*, allow_none: bool = False) -> Any:
     def check(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value is None and allow_none:
@@ -91,6 +96,9 @@ class Policy:
         slow_call_duration / slow_call_rate: optional second trigger; both set or both None.
         open_duration: seconds the circuit stays open before letting trial calls through.
         half_open_calls: trial calls admitted at once in half-open; all must succeed to close.
+        consecutive_failures: optional third trigger (mcrouter's TKO): open after this many
+            failures in a row, whatever the window holds. A stalled node behind heavy healthy
+            traffic then opens in N timeouts instead of after the window's rate catches up.
     """
 
     timeout: float = attrs.field(default=DEFAULT_TIMEOUT, validator=_number(positive=True))
@@ -110,6 +118,7 @@ class Policy:
         default=DEFAULT_OPEN_DURATION, validator=_number(positive=False)
     )
     half_open_calls: int = attrs.field(default=DEFAULT_HALF_OPEN_CALLS, validator=_count(minimum=1))
+    consecutive_failures: int | None = attrs.field(default=None, validator=_count_or_none)
 
     def __attrs_post_init__(self) -> None:
         if (self.slow_call_duration is None) != (self.slow_call_rate is None):

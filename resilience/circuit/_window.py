@@ -251,6 +251,13 @@ class RollingWindow:
             self._advance(int(now / self._width))
             return self._sum(include_retired=False)
 
+    def successes(self) -> int:
+        """Cumulative successes (cheaper than ``totals()``: one column)."""
+        with self._lock:
+            for i in range(self._n):
+                self._fold(i)
+            return int(self._retired[SUCCESS] + sum(row[SUCCESS] for row in self._rows))
+
     def totals(self) -> WindowSnapshot:
         """Cumulative counts since the window was created (for Prometheus counters)."""
         with self._lock:

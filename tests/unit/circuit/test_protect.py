@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import threading
 from typing import Any
@@ -417,3 +418,56 @@ def test_slow_call_rate_opens_the_circuit() -> None:
     assert registry().dependency("svc").state is State.CLOSED
     assert sometimes_slow(True) == "ok"  # 2 slow of 4 calls: rate 0.5 reached
     assert registry().dependency("svc").state is State.OPEN
+
+
+def test_consecutive_failures_open_even_behind_many_successes() -> None:
+    @protect("svc", isolation="semaphore", min_calls=5, consecutive_failures=3)
+    def call(ok: bool) -> str:
+        if not ok:
+            raise Boom()
+        return "ok"
+
+    for _ in range(200):
+        call(True)
+    for ok in (False, False, True, False, False):  # a success breaks the streak
+        with contextlib.suppress(Boom):
+            call(ok)
+    assert registry().dependency("svc").state is State.CLOSED
+    with pytest.raises(Boom):
+        call(False)  # third in a row; the failure rate (5/205) is far below 0.5
+    assert registry().dependency("svc").state is State.OPEN
+
+
+def test_tickets_admit_record_and_short_circuit_like_calls() -> None:
+    dep = registry().dependency("svc", isolation="semaphore", min_calls=3, max_concurrent=1)
+    t = dep.begin()
+    with pytest.raises(BulkheadFullError):
+        dep.begin()  # the ticket holds the only permit
+    t.success()
+    dep.begin().failure(Boom())
+    err = dep.begin().timeout()
+    assert isinstance(err, CallTimeoutError)
+    assert dep.state is State.OPEN
+    with pytest.raises(CircuitOpenError):
+        dep.begin()
+    c = counts("svc")
+    assert (c["success"], c["failure"], c["timeout"], c["rejected"]) == (1, 1, 1, 1)
+    assert dep.permits.in_use == 0
+
+
+def test_a_ticket_carries_the_active_fault() -> None:
+    from resilience.context import FIT
+
+    class Ctx:
+        def fault_for(self, dependency: str) -> object:
+            return f"fault-for-{dependency}"
+
+    token = FIT.set(Ctx())  # type: ignore[arg-type]
+    try:
+        ticket = registry().dependency("svc").begin()
+    finally:
+        FIT.reset(token)
+    assert ticket.fault == "fault-for-svc"
+    ticket.cancel()
+    with pytest.raises(RuntimeError):
+        ticket.success()
