@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import attrs
 import tenacity
 
 from ..context import FIT
@@ -138,6 +139,7 @@ class Dependency:
     ) -> None:
         self.name = name
         self.declared_policy = policy
+        self.declared = True  # False while only looked up, see Registry.dependency
         self.policy = policy
         self._clock = clock
         self._listeners: list[Listener] = []
@@ -250,6 +252,15 @@ class Dependency:
         ):
             self._pool.resize(new.pool_size, new.queue_size)
         return new
+
+    def adopt(self, policy: Policy) -> None:
+        """Take ``policy`` as the declared one (a dependency created by a bare lookup)."""
+        with self._pool_lock:
+            if self._pool is None and policy.isolation != self.policy.isolation:
+                self.policy = attrs.evolve(self.policy, isolation=policy.isolation)
+        self.update_policy(**attrs.asdict(policy))
+        self.declared_policy = policy
+        self.declared = True
 
     def set_clock(self, clock: Callable[[], float]) -> None:
         """Read time from ``clock`` from now on (tests); starts a fresh window."""

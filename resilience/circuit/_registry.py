@@ -36,6 +36,8 @@ class Registry:
 
         A later registration that states a policy (or policy options) must state the same one:
         otherwise ``ConfigError`` names the fields that differ. One that states none reuses it.
+        A dependency first created by a lookup that stated nothing takes the policy of the
+        first registration that states one.
         """
         if not isinstance(name, str) or not name:
             raise ConfigError("name", f"must be a non-empty string, got {name!r}")
@@ -47,6 +49,12 @@ class Registry:
             dep = self._deps.get(name)
             if dep is None:
                 dep = self._deps[name] = Dependency(name, wanted, self.clock, self._listeners)
+                dep.declared = stated
+                return dep
+            if stated and not dep.declared:
+                # Looked up before (a flag binding, a test, the admin app): the first
+                # registration that states a policy still decides it.
+                dep.adopt(wanted)
                 return dep
         if stated and wanted != dep.declared_policy:
             fields = wanted.differences(dep.declared_policy)

@@ -87,3 +87,13 @@ def test_policy_is_frozen() -> None:
 
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         Policy().timeout = 3  # type: ignore[misc]
+
+
+def test_a_bare_lookup_does_not_lock_in_the_default_policy() -> None:
+    looked_up = registry().dependency("svc")  # e.g. a flag binding made before the decorator
+    protect("svc", timeout=0.25, isolation="semaphore", max_concurrent=3)
+    assert registry().dependency("svc") is looked_up
+    assert looked_up.policy.timeout == 0.25 and looked_up.policy.isolation == "semaphore"
+    assert looked_up.permits.limit == 3
+    with pytest.raises(ConfigError):
+        protect("svc", timeout=0.5)  # now declared: a different policy is an error
