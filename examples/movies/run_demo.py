@@ -14,7 +14,8 @@ the movies service with its admin dashboard. Then, while traffic flows:
 It ends with a summary (``--summary-json F`` writes it as JSON) and the dashboard URL;
 ``--keep-running`` keeps everything up until Ctrl-C. Exit status 0 when every check held.
 
-Run: ``scripts/demo`` (installs what is missing), or ``.venv/bin/python -m examples.movies.run_demo``.
+Run: ``scripts/demo`` (installs what is missing),
+or ``.venv/bin/python -m examples.movies.run_demo``.
 """
 
 from __future__ import annotations
@@ -187,8 +188,9 @@ async def play(opts: argparse.Namespace) -> int:
             zone_loss = await traffic.burst(len(USERS) * 2)
             line("zone a down", zone_loss)
             misses = movies.database.loads - loads_before
+            zone_a = registry().dependency("cache.profile.a").state.value
             say(f"  profile loads from the database while zone a was down: {misses} "
-                f"(zone a circuit: {registry().dependency('cache.profile.a').state.value})")  # fmt: skip
+                f"(zone a circuit: {zone_a})")  # fmt: skip
             summary["cache_misses_during_zone_loss"] = misses
             summary["checks"]["zero_cache_misses_during_zone_loss"] = (
                 misses == 0 and zone_loss["ok"] == zone_loss["requests"]
@@ -241,7 +243,9 @@ async def play(opts: argparse.Namespace) -> int:
         say(f"  circuits: {', '.join(f'{k} {v}' for k, v in sorted(circuits().items()))}")
         say(f"  dashboard: {dashboard} (admin token {token})")
         if opts.summary_json:
-            Path(opts.summary_json).write_text(json.dumps(summary, indent=2))
+            await asyncio.to_thread(
+                Path(opts.summary_json).write_text, json.dumps(summary, indent=2)
+            )
         if opts.keep_running:
             say("\n--keep-running: services stay up; Ctrl-C stops them. Recommendations direct: "
                 f"{direct_recommendations}; toxiproxy API {toxiproxy.url}")  # fmt: skip
@@ -264,10 +268,10 @@ def _indent(text: str) -> str:
     return "\n".join("  | " + row for row in text.rstrip().splitlines())
 
 
-async def _until(check: Any, timeout: float) -> float:
+async def _until(check: Any, limit: float) -> float:
     t0 = time.monotonic()
     while not check():
-        if time.monotonic() - t0 > timeout:
+        if time.monotonic() - t0 > limit:
             raise TimeoutError("the flags file change was not seen in time")
         await asyncio.sleep(0.05)
     return time.monotonic() - t0

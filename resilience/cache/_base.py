@@ -8,6 +8,7 @@ from typing import Any, Generic, TypeVar
 
 from ..circuit import MISSING, Dependency, Guard, Policy, Registry, State, registry
 from ._config import (
+    DEFAULT_CONSECUTIVE_FAILURES,
     DEFAULT_FAILURE_RATE,
     DEFAULT_MAX_CONCURRENT,
     DEFAULT_MAX_VALUE_SIZE,
@@ -78,8 +79,14 @@ class CacheBase(Generic[N]):
         min_calls / failure_rate / open_duration: the zone breakers' policy (defaults 5 calls,
             0.5, 3.0 seconds): a zone failing half of at least 5 calls in 10 s is skipped for
             3 s, then probed by one trial call.
-        write_workers: threads that write remote zones in parallel (sync cache only;
-            default 8).
+        consecutive_failures: a zone's breaker also opens after this many failed or timed-out
+            calls in a row, whatever its window holds (default 3, mcrouter's TKO; None turns
+            it off). Without it a zone that stalls behind heavy healthy traffic stays closed
+            until the window's failure rate catches up, seconds of reads waiting for the
+            timeout.
+        write_workers: threads that finish a ``"quorum"`` or ``"local"`` write's remaining
+            zones after the call returned (sync cache only; default 8). The caller's thread
+            pipelines every write itself: it sends to all zones, then reads the replies.
         registry: the resilience registry holding the zone dependencies (default: the
             process-wide one).
     """
@@ -105,6 +112,7 @@ class CacheBase(Generic[N]):
         min_calls: int = DEFAULT_MIN_CALLS,
         failure_rate: float = DEFAULT_FAILURE_RATE,
         open_duration: float = DEFAULT_OPEN_DURATION,
+        consecutive_failures: int | None = DEFAULT_CONSECUTIVE_FAILURES,
         write_workers: int = DEFAULT_WRITE_WORKERS,
         registry: Registry | None = None,
     ) -> None:
@@ -125,6 +133,7 @@ class CacheBase(Generic[N]):
             min_calls=min_calls,
             failure_rate=failure_rate,
             open_duration=open_duration,
+            consecutive_failures=consecutive_failures,
             write_workers=write_workers,
         )
         self._core = CacheCore(self.config)
@@ -138,6 +147,7 @@ class CacheBase(Generic[N]):
             min_calls=min_calls,
             failure_rate=failure_rate,
             open_duration=open_duration,
+            consecutive_failures=consecutive_failures,
         )
         self._zones: dict[str, Zone[N]] = {}
         for zone, servers in self.config.zones.items():

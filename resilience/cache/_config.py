@@ -24,6 +24,7 @@ DEFAULT_MAX_CONCURRENT = 64
 DEFAULT_MIN_CALLS = 5
 DEFAULT_FAILURE_RATE = 0.5
 DEFAULT_OPEN_DURATION = 3.0
+DEFAULT_CONSECUTIVE_FAILURES = 3  # mcrouter marks a host down (TKO) after 3 failures in a row
 DEFAULT_WRITE_WORKERS = 8
 
 
@@ -121,6 +122,9 @@ class CacheConfig:
     min_calls: int = attrs.field(default=DEFAULT_MIN_CALLS, validator=_count(1))
     failure_rate: float = attrs.field(default=DEFAULT_FAILURE_RATE, validator=_fraction)
     open_duration: float = attrs.field(default=DEFAULT_OPEN_DURATION, validator=_positive)
+    consecutive_failures: int | None = attrs.field(
+        default=DEFAULT_CONSECUTIVE_FAILURES, validator=_count(1, allow_none=True)
+    )
     write_workers: int = attrs.field(default=DEFAULT_WRITE_WORKERS, validator=_count(1))
 
     def __attrs_post_init__(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import socket
 from typing import Any
 
@@ -69,13 +70,29 @@ class SyncNode:
         self._idle: list[_Conn] = []  # list.pop()/append() are atomic: no lock needed
 
     def exchange(self, payload: bytes, kind: int, count: int) -> Any:
+        return self.receive(self.send(payload), kind, count)
+
+    def send(self, payload: bytes) -> _Conn:
+        """Send ``payload`` on an idle (or new) connection; ``receive`` reads its replies.
+
+        Splitting the exchange lets one thread pipeline a write to several servers: send to
+        all of them, then read every reply, so the servers work at the same time.
+        """
         try:
             conn = self._idle.pop()
         except IndexError:
             conn = _Conn(self.address, self.timeout)
-        clean = False
         try:
             conn.sock.sendall(payload)
+        except BaseException:
+            _close(conn)
+            raise
+        return conn
+
+    def receive(self, conn: _Conn, kind: int, count: int) -> Any:
+        """Read ``count`` replies of one kind from a connection ``send`` returned."""
+        clean = False
+        try:
             if kind == GET:
                 result: Any = _read_get(conn)
             elif kind == REPLY:
@@ -89,6 +106,19 @@ class SyncNode:
             else:
                 _close(conn)
         return result
+
+    @staticmethod
+    def ready(conn: _Conn) -> bool:
+        """Whether a reply has (at least partly) arrived, without waiting."""
+        if conn.buf:
+            return True
+        readable, _, _ = select.select([conn.sock], [], [], 0)
+        return bool(readable)
+
+    @staticmethod
+    def abandon(conn: _Conn) -> None:
+        """Close a connection whose replies will not be read."""
+        _close(conn)
 
     def close(self) -> None:
         idle, self._idle = self._idle, []

@@ -1,22 +1,21 @@
-"""The blocking driver: runs the core's flows on the caller's thread, writes zones in parallel."""
+"""The blocking driver: runs the core's flows on the caller's thread and pipelines writes."""
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import logging
-import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
-from ..circuit import MISSING, Guard
+from ..circuit import MISSING, Guard, Ticket
 from ..errors import CacheError
 from ._base import DEFAULT_LOADER_CONCURRENCY, DEFAULT_LOADER_TIMEOUT, CacheBase, FromFallback
 from ._core import CALL, MISS, Flow, Tally, WriteResult
 from ._flight import RETRY, Failed, finish, join, wait_sync
 from ._nodes import SyncNode
-from ._zones import run_sync
+from ._zones import Sent, run_sync, send_sync
 
 __all__ = ["ReplicatedCache"]
 
@@ -24,6 +23,7 @@ log = logging.getLogger("resilience.cache")
 
 P = ParamSpec("P")
 T = TypeVar("T")
+_Started = tuple[str, Ticket, Sent]  # a zone whose part of a write is sent, replies unread
 
 
 class ReplicatedCache(CacheBase[SyncNode]):
@@ -67,28 +67,91 @@ class ReplicatedCache(CacheBase[SyncNode]):
         finally:
             flow.close()
 
-    def _zone_write(self, tally: Tally, zone_name: str) -> None:
-        zone = self._zones[zone_name]
-        try:
-            reply = zone.dependency.call(run_sync, zone, tally.op, tally.args)
-        except Exception as exc:
-            tally.record(zone_name, False, exc)
-        else:
-            tally.record(zone_name, True, reply)
-
     def _write(self, op: str, args: tuple[Any, ...]) -> Tally:
+        """Pipeline one write to every zone from this thread: send to all, then read replies.
+
+        Each zone call is a circuit ticket (FIT fault, breaker, permits) ended exactly once; a
+        zone whose circuit is open is skipped and reported failed. Once the write policy is
+        decided (a quorum or the local zone answered, or "all" can no longer be met), zones
+        whose replies have not arrived yet finish on a write worker and are still counted.
+        """
         tally = self._core.tally(op, args)
-        done = threading.Event()
-        tally.on_decided = done.set
-        first, *rest = tally.zones
-        for zone in rest:
-            # each zone call sees the caller's context (request scope, FIT recipe)
-            ctx = contextvars.copy_context()
-            self._executor.submit(ctx.run, self._zone_write, tally, zone)
-        self._zone_write(tally, first)
-        if tally.result is None:
-            done.wait(self._core.wait_timeout)
+        started: list[_Started] = []
+        for zone in tally.zones:
+            flight = self._send(tally, zone)
+            if flight is not None:
+                started.append(flight)
+        for i, (zone, ticket, sent) in enumerate(started):
+            if tally.result is not None and not sent.ready() and self._later(tally, started[i:]):
+                break
+            try:
+                self._receive(tally, zone, ticket, sent)
+            except BaseException:  # interrupted: the zones not read yet never will be
+                for _, later_ticket, later_sent in started[i + 1 :]:
+                    later_sent.abandon()
+                    later_ticket.cancel()
+                raise
         return tally
+
+    def _send(self, tally: Tally, name: str) -> _Started | None:
+        """Admit and send one zone's part of a write; None when the zone is done already."""
+        zone = self._zones[name]
+        try:
+            ticket = zone.dependency.begin()
+        except Exception as exc:  # open circuit or full semaphore: skipped, reported failed
+            tally.record(name, False, exc)
+            return None
+        fault = ticket.fault
+        try:
+            if fault is None:
+                return name, ticket, send_sync(zone, tally.op, tally.args)
+            # the fault wraps the send as it would wrap a call: raise, delay, or hang past
+            # the timeout (a call that returns late is a timeout, as under call())
+            timeout = zone.dependency.policy.timeout
+            began = time.perf_counter()
+            sent = fault.wrap_sync(send_sync, timeout)(zone, tally.op, tally.args)
+            if time.perf_counter() - began <= timeout:
+                return name, ticket, sent
+            sent.abandon()
+            tally.record(name, False, ticket.timeout())
+        except TimeoutError:
+            tally.record(name, False, ticket.timeout())
+        except Exception as exc:
+            ticket.failure(exc)
+            tally.record(name, False, exc)
+        except BaseException:
+            ticket.cancel()
+            raise
+        return None
+
+    @staticmethod
+    def _receive(tally: Tally, name: str, ticket: Ticket, sent: Sent) -> None:
+        """Read one zone's replies (each read bounded by the socket timeout); end its ticket."""
+        try:
+            reply = sent.receive()
+        except TimeoutError:
+            tally.record(name, False, ticket.timeout())
+        except Exception as exc:
+            ticket.failure(exc)
+            tally.record(name, False, exc)
+        except BaseException:
+            ticket.cancel()
+            raise
+        else:
+            ticket.success()
+            tally.record(name, True, reply)
+
+    def _later(self, tally: Tally, rest: list[_Started]) -> bool:
+        """Hand zones still to answer to a write worker; False if the cache is closing."""
+        try:
+            self._executor.submit(self._receive_all, tally, rest)
+        except RuntimeError:  # the executor is shut down: read them here
+            return False
+        return True
+
+    def _receive_all(self, tally: Tally, rest: list[_Started]) -> None:
+        for zone, ticket, sent in rest:
+            self._receive(tally, zone, ticket, sent)
 
     # -- reads ----------------------------------------------------------------------------
 

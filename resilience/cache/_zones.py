@@ -1,7 +1,9 @@
 """A zone: its servers, which server holds a key, and what to send them for each operation.
 
 A zone *plans* an operation as exchanges (server, payload, reply kind, reply count) and a
-function that combines the replies; ``run_sync`` / ``run_async`` perform the plan. Keys are
+function that combines the replies; ``run_sync`` / ``run_async`` perform the plan, and
+``send_sync`` sends it without reading, so a write can be pipelined to every zone from one
+thread (send to all, then read every reply). Keys are
 placed with pymemcache's rendezvous hash over ``"host:port"`` node names, exactly as a
 pymemcache ``HashClient`` given the same servers and string keys places them, so both clients
 find each other's data. Unlike ``HashClient``, a failing server is never dropped from the ring
@@ -20,7 +22,7 @@ from ..circuit import Dependency
 from . import _protocol as proto
 from ._nodes import GET, INCR, REPLY, AsyncNode, SyncNode
 
-__all__ = ["Zone", "run_async", "run_sync"]
+__all__ = ["Sent", "Zone", "run_async", "run_sync", "send_sync"]
 
 N = TypeVar("N", SyncNode, AsyncNode)
 Exchange = tuple[Any, bytes, int, int]
@@ -123,10 +125,58 @@ class Zone(Generic[N]):
         raise ValueError(f"unknown zone operation {op!r}")
 
 
-def run_sync(zone: Zone[SyncNode], op: str, args: tuple[Any, ...]) -> Any:
-    """Perform one zone operation on the calling thread."""
+class Sent:
+    """A zone operation whose requests are sent: ``receive`` reads and combines the replies."""
+
+    __slots__ = ("_combine", "_waiting")
+
+    def __init__(self, waiting: list[tuple[SyncNode, Any, int, int]], combine: Callable[[list[Any]], Any]) -> None:
+        self._waiting = waiting
+        self._combine = combine
+
+    def ready(self) -> bool:
+        """Whether every server's reply has started to arrive (reading it will not wait long)."""
+        return all(node.ready(conn) for node, conn, _, _ in self._waiting)
+
+    def receive(self) -> Any:
+        """The zone's answer; each read waits at most the socket timeout."""
+        waiting, self._waiting = self._waiting, []
+        replies = []
+        done = 0
+        try:
+            for node, conn, kind, n in waiting:
+                done += 1  # receive() closes its own connection when it fails
+                replies.append(node.receive(conn, kind, n))
+        except BaseException:
+            for node, conn, _, _ in waiting[done:]:
+                node.abandon(conn)
+            raise
+        return self._combine(replies)
+
+    def abandon(self) -> None:
+        """Drop the replies: their connections are closed, never reused."""
+        waiting, self._waiting = self._waiting, []
+        for node, conn, _, _ in waiting:
+            node.abandon(conn)
+
+
+def send_sync(zone: Zone[SyncNode], op: str, args: tuple[Any, ...]) -> Sent:
+    """Send one zone operation to every server it needs, without reading the replies."""
     exchanges, combine = zone.plan(op, args)
-    return combine([node.exchange(payload, kind, n) for node, payload, kind, n in exchanges])
+    waiting: list[tuple[SyncNode, Any, int, int]] = []
+    try:
+        for node, payload, kind, n in exchanges:
+            waiting.append((node, node.send(payload), kind, n))
+    except BaseException:
+        for node, conn, _, _ in waiting:
+            node.abandon(conn)
+        raise
+    return Sent(waiting, combine)
+
+
+def run_sync(zone: Zone[SyncNode], op: str, args: tuple[Any, ...]) -> Any:
+    """Perform one zone operation on the calling thread (its servers are asked at once)."""
+    return send_sync(zone, op, args).receive()
 
 
 async def run_async(zone: Zone[AsyncNode], op: str, args: tuple[Any, ...]) -> Any:

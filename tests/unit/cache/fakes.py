@@ -61,11 +61,27 @@ def server(address: tuple[str, int]) -> Server:
 
 
 class FakeNode:
+    """SyncNode's surface; a sent payload is handled when its replies are read."""
+
     def __init__(self, address: tuple[str, int], timeout: float, max_idle: int) -> None:
         self.server = server(address)
 
     def exchange(self, payload: bytes, kind: int, count: int) -> Any:
         return self.server.handle(payload, kind, count)
+
+    def send(self, payload: bytes) -> bytes:
+        return payload
+
+    def receive(self, conn: bytes, kind: int, count: int) -> Any:
+        return self.server.handle(conn, kind, count)
+
+    @staticmethod
+    def ready(conn: bytes) -> bool:
+        return True
+
+    @staticmethod
+    def abandon(conn: bytes) -> None:
+        pass
 
     def close(self) -> None:
         pass
