@@ -1,9 +1,10 @@
 """Connections to one memcached server: a blocking driver and an asyncio driver.
 
 Both run an *exchange*: send one payload (one command, or several pipelined), then read
-``count`` replies of one kind with the shared parsers of ``_protocol``. A connection whose
-exchange did not finish cleanly (timeout, reset, cancellation) is closed, never reused: its
-stream may still carry the late reply.
+``count`` replies of one kind with the shared parsers of ``_protocol``. The blocking node also
+splits it (``send``, then ``receive``) so one thread can have several servers working at once.
+A connection whose exchange did not finish cleanly (timeout, reset, cancellation) is closed,
+never reused: its stream may still carry the late reply.
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ class _Conn:
         return block
 
     def _fill(self) -> None:
-        chunk = self.sock.recv(262144)
+        # 64 KiB: a larger request makes every recv allocate (and give back) a buffer past
+        # the allocator's mmap threshold, which costs more than the round trip it waits for
+        chunk = self.sock.recv(65536)
         if not chunk:
             raise ConnectionResetError("memcached closed the connection")
         self.buf += chunk

@@ -29,7 +29,8 @@ _Started = tuple[str, Ticket, Sent]  # a zone whose part of a write is sent, rep
 class ReplicatedCache(CacheBase[SyncNode]):
     """A memcached cache with a full copy per availability zone, for threaded code.
 
-    Reads ask the local zone, then the others; writes go to every zone in parallel. Each zone
+    Reads ask the local zone, then the others; writes go to every zone at once, pipelined
+    from the caller's thread (sent to all zones, then every reply read). Each zone
     is a circuit dependency, so a dead or stalled zone is skipped once its breaker opens.
     Inside ``resilience.request_scope()`` a key is fetched at most once per request. The
     constructor's options are documented on :class:`CacheBase`; the cache is thread-safe.
@@ -77,19 +78,21 @@ class ReplicatedCache(CacheBase[SyncNode]):
         """
         tally = self._core.tally(op, args)
         started: list[_Started] = []
-        for zone in tally.zones:
-            flight = self._send(tally, zone)
-            if flight is not None:
-                started.append(flight)
+        try:
+            for zone in tally.zones:
+                flight = self._send(tally, zone)
+                if flight is not None:
+                    started.append(flight)
+        except BaseException:  # interrupted: what was sent will not be read
+            _drop(started)
+            raise
         for i, (zone, ticket, sent) in enumerate(started):
             if tally.result is not None and not sent.ready() and self._later(tally, started[i:]):
                 break
             try:
                 self._receive(tally, zone, ticket, sent)
-            except BaseException:  # interrupted: the zones not read yet never will be
-                for _, later_ticket, later_sent in started[i + 1 :]:
-                    later_sent.abandon()
-                    later_ticket.cancel()
+            except BaseException:
+                _drop(started[i + 1 :])
                 raise
         return tally
 
@@ -319,6 +322,13 @@ class ReplicatedCache(CacheBase[SyncNode]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _drop(started: list[_Started]) -> None:
+    """Give up zones whose replies will not be read: close their connections, end tickets."""
+    for _, ticket, sent in started:
+        sent.abandon()
+        ticket.cancel()
 
 
 def _unwrap(value: Any) -> Any:

@@ -130,7 +130,9 @@ class Sent:
 
     __slots__ = ("_combine", "_waiting")
 
-    def __init__(self, waiting: list[tuple[SyncNode, Any, int, int]], combine: Callable[[list[Any]], Any]) -> None:
+    def __init__(
+        self, waiting: list[tuple[SyncNode, Any, int, int]], combine: Callable[[list[Any]], Any]
+    ) -> None:
         self._waiting = waiting
         self._combine = combine
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +14,7 @@ from pymemcache.client.hash import HashClient
 from resilience import request_scope
 from resilience.cache import AsyncReplicatedCache, ReplicatedCache
 from resilience.circuit import State
-from resilience.errors import InvalidKeyError, ValueTooLargeError
+from resilience.errors import CacheWriteError, InvalidKeyError, ValueTooLargeError
 
 from .conftest import Cluster
 
@@ -44,26 +45,86 @@ def test_killed_zone_costs_no_misses(cluster: Cluster) -> None:
 
 
 def test_stalled_zone_opens_breaker_and_reads_stop_waiting(cluster: Cluster) -> None:
-    c = make(cluster, min_calls=5, open_duration=30.0)
+    c = make(cluster, open_duration=30.0)
     values = {f"k{i}": i for i in range(30)}
     c.set_many(values)
+    for _ in range(10):  # heavy healthy traffic: the zone's window is full of successes
+        assert c.get_many(list(values)) == values
+    for k, v in values.items():
+        assert c.get(k) == v
     cluster.stall("a")
     slow = []
-    for k, v in list(values.items())[:10]:
+    started = time.perf_counter()
+    for k, v in values.items():
         t0 = time.perf_counter()
         assert c.get(k) == v
         slow.append(time.perf_counter() - t0)
+        if c.dependency("a").state is State.OPEN:
+            break
+    opened_after = time.perf_counter() - started
     assert c.dependency("a").state is State.OPEN
+    # three timeouts in a row (mcrouter's TKO), not the window's failure rate, opened it
+    assert len(slow) == 3 and opened_after < 1.0, (slow, opened_after)
+    assert min(slow) >= 0.04  # before the breaker opened, a read waited for the timeout
     fast = []
     for k, v in values.items():
         t0 = time.perf_counter()
         assert c.get(k) == v
         fast.append(time.perf_counter() - t0)
     fast.sort()
-    assert max(slow) >= 0.04  # before the breaker opened, a read waited for the timeout
     assert fast[len(fast) // 2] < 0.01 and fast[-3] < 0.03  # after: no read waits for it
     assert c.status()["zones"]["a"]["up"] is False
+    t0 = time.perf_counter()
+    with pytest.raises(CacheWriteError) as info:  # writes skip the zone too, and say so
+        c.set("k0", 0)
+    assert time.perf_counter() - t0 < 0.03
+    assert info.value.result.failed["a"].startswith("CircuitOpenError")
+    assert info.value.result.acknowledged == ("b", "c")
     cluster.resume("a")
+    c.close()
+
+
+def test_incr_decr_in_every_zone(cluster: Cluster) -> None:
+    c = make(cluster)
+    assert c.set("n", 10).ok
+    assert c.incr("n", 5) == 15
+    assert c.decr("n", 3) == 12
+    assert c.decr("n", 100) == 0  # memcached stops at 0
+    assert c.incr("absent") is None
+    assert c.get("n") == 0  # memcached pads a shrunk counter with spaces: still an int
+    for zone in "abc":
+        assert raw_zone(cluster, zone).get("n").rstrip() == b"0"
+    raw_zone(cluster, "b").set("n", b"7")  # zones count independently; the local one answers
+    assert c.incr("n") == 1
+    assert raw_zone(cluster, "b").get("n") == b"8"
+    with pytest.raises(ValueError):
+        c.incr("n", -1)
+    c.close()
+
+
+def _remaining_ttl(cluster: Cluster, zone: str, key: bytes) -> int | None:
+    """The key's remaining ttl in ``zone`` from memcached's meta get (-1: never expires)."""
+    for server in cluster.servers[zone]:
+        with socket.create_connection(("127.0.0.1", server.port), 2) as sock:
+            sock.sendall(b"mg " + key + b" t\r\n")
+            reply = b""
+            while not reply.endswith(b"\r\n"):
+                reply += sock.recv(4096)
+        if reply.startswith(b"HD"):
+            return int(reply.split()[1][1:])
+    return None
+
+
+def test_touch_sets_a_new_ttl_in_every_zone(cluster: Cluster) -> None:
+    c = make(cluster)
+    c.set("t", "v", ttl=5)
+    assert all(0 < (_remaining_ttl(cluster, z, b"t") or 0) <= 5 for z in "abc")
+    result = c.touch("t", 1000)
+    assert result.ok and result.replies == {"a": True, "b": True, "c": True}
+    assert all(990 <= (_remaining_ttl(cluster, z, b"t") or 0) <= 1000 for z in "abc")
+    assert c.touch("t", 0).ok
+    assert all(_remaining_ttl(cluster, z, b"t") == -1 for z in "abc")
+    assert c.touch("absent", 60).replies == {"a": False, "b": False, "c": False}
     c.close()
 
 

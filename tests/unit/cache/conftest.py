@@ -10,5 +10,7 @@ from . import fakes
 @pytest.fixture(autouse=True)
 def fresh_servers() -> Iterator[None]:
     fakes.SERVERS.clear()
+    fakes.EVENTS.clear()
     yield
     fakes.SERVERS.clear()
+    fakes.EVENTS.clear()

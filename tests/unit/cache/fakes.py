@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from resilience.cache import AsyncReplicatedCache, ReplicatedCache
@@ -16,6 +17,8 @@ class Server:
         self.fail = False
         self.gets = 0  # keys asked by get commands (memcached's cmd_get)
         self.sets = 0
+        # set: the server's replies wait for it (a slow zone), and ready() says not yet
+        self.gate: threading.Event | None = None
 
     def handle(self, payload: bytes, kind: int, count: int) -> Any:
         if self.fail:
@@ -54,6 +57,7 @@ class Server:
 
 
 SERVERS: dict[tuple[str, int], Server] = {}
+EVENTS: list[tuple[str, Server]] = []  # ("send" | "receive", server) of sync pipelined calls
 
 
 def server(address: tuple[str, int]) -> Server:
@@ -65,19 +69,25 @@ class FakeNode:
 
     def __init__(self, address: tuple[str, int], timeout: float, max_idle: int) -> None:
         self.server = server(address)
+        self.timeout = timeout  # a gated server's reply is waited for this long, like a socket
 
     def exchange(self, payload: bytes, kind: int, count: int) -> Any:
         return self.server.handle(payload, kind, count)
 
     def send(self, payload: bytes) -> bytes:
+        EVENTS.append(("send", self.server))
         return payload
 
     def receive(self, conn: bytes, kind: int, count: int) -> Any:
+        EVENTS.append(("receive", self.server))
+        gate = self.server.gate
+        if gate is not None and not gate.wait(self.timeout):
+            raise TimeoutError("timed out")
         return self.server.handle(conn, kind, count)
 
-    @staticmethod
-    def ready(conn: bytes) -> bool:
-        return True
+    def ready(self, conn: bytes) -> bool:
+        gate = self.server.gate
+        return gate is None or gate.is_set()
 
     @staticmethod
     def abandon(conn: bytes) -> None:

@@ -5,6 +5,7 @@ import contextvars
 import fnmatch
 import json
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import resilience.cache as cache_pkg
 from resilience import context, request_scope
 from resilience.cache import JsonSerde, PickleSerde, WriteResult
-from resilience.circuit import State, registry
+from resilience.circuit import OUTCOMES, State, registry
 from resilience.errors import (
     CacheWriteError,
     ConfigError,
@@ -25,6 +26,7 @@ from resilience.errors import (
 )
 from resilience.metrics import ResilienceCollector
 
+from . import fakes
 from .fakes import ZONES, AsyncFakeCache, FakeCache, fail_zone, zone_gets, zone_has, zone_servers
 
 
@@ -220,6 +222,7 @@ def test_pickle_only_when_asked() -> None:
         ({"default_ttl": -1}, "default_ttl"),
         ({"serde": object()}, "serde"),
         ({"max_value_size": 0}, "max_value_size"),
+        ({"consecutive_failures": 0}, "consecutive_failures"),
     ],
 )
 def test_config_errors_name_the_field(kwargs: dict[str, Any], field: str) -> None:
@@ -436,3 +439,136 @@ async def test_async_read_through_single_flight() -> None:
     got = await asyncio.gather(*(load(i % 5) for i in range(50)))
     assert got == [(i % 5) * 10 for i in range(50)]
     assert calls == 5
+
+
+# -- pipelined writes (sync) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("op", "call"),
+    [
+        ("set", lambda c: c.set("k", "v")),
+        ("set_many", lambda c: c.set_many({f"k{i}": i for i in range(8)})),
+        ("add", lambda c: c.add("new", 1)),
+        ("delete", lambda c: c.delete("k")),
+        ("delete_many", lambda c: c.delete_many([f"k{i}" for i in range(8)])),
+        ("touch", lambda c: c.touch("k", 60)),
+        ("incr", lambda c: c.incr("n", 2)),
+    ],
+)
+def test_writes_are_pipelined_send_to_every_zone_then_read(
+    op: str, call: Callable[[FakeCache], Any]
+) -> None:
+    c = make()
+    c.set("n", 1)
+    fakes.EVENTS.clear()
+    call(c)
+    kinds = [kind for kind, _ in fakes.EVENTS]
+    sends = kinds.count("send")
+    assert sends >= 3 and kinds == ["send"] * sends + ["receive"] * sends, kinds
+    sent_to = {server for kind, server in fakes.EVENTS if kind == "send"}
+    assert all(any(s in sent_to for s in zone_servers(z)) for z in "abc")
+    if op in ("set_many", "delete_many"):  # 8 keys over 2 servers a zone: both asked at once
+        assert sends == 6
+
+
+def test_open_zone_is_skipped_by_writes_and_reported() -> None:
+    c = make(write_policy="quorum")
+    c.dependency("c").force_open()
+    result = c.set("k", "v")
+    assert result.ok and result.acknowledged == ("a", "b")
+    assert result.failed["c"].startswith("CircuitOpenError")
+    assert all(s.sets == 0 for s in zone_servers("c"))
+    assert c.stats.write_failures["c"] == 1
+    assert all(c.dependency(z).permits.in_use == 0 for z in "abc")
+
+
+def test_quorum_write_returns_before_a_slow_zone_which_is_counted_later() -> None:
+    c = make(write_policy="quorum", timeout=2.0)
+    gate = threading.Event()
+    for s in zone_servers("c"):
+        s.gate = gate
+    result = c.set("k", "v")
+    assert result.ok and result.pending == ("c",)
+    assert not zone_has("c", b"k")
+    gate.set()
+    c.close()  # waits for the write worker that reads zone c's reply
+    assert zone_has("c", b"k")
+    assert c.stats.requests[("c", "set", "ok")] == 1
+    assert c.dependency("c").permits.in_use == 0
+
+
+def test_write_reply_past_the_timeout_is_a_zone_timeout() -> None:
+    c = make(timeout=0.01)
+    for s in zone_servers("c"):
+        s.gate = threading.Event()  # never set: the read times out
+    with pytest.raises(CacheWriteError) as info:
+        c.set("k", "v")
+    assert info.value.result.failed["c"].startswith("CallTimeoutError")
+    assert info.value.result.acknowledged == ("a", "b")
+    timeouts = c.dependency("c").window.totals().count(OUTCOMES.index("timeout"))
+    assert timeouts == 1
+    assert all(c.dependency(z).permits.in_use == 0 for z in "abc")
+
+
+class _Hang:
+    """A FIT fault that delays the call by ``factor`` times the dependency's timeout."""
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+
+    def wrap_sync(self, fn: Callable[..., Any], timeout: float) -> Callable[..., Any]:
+        def slow(*a: Any, **k: Any) -> Any:
+            time.sleep(timeout * self.factor)
+            return fn(*a, **k)
+
+        return slow
+
+    def wrap_async(self, fn: Callable[..., Any], timeout: float) -> Callable[..., Any]:
+        raise NotImplementedError
+
+
+class _FaultFor:
+    def __init__(self, name: str, fault: Any) -> None:
+        self.name, self.fault = name, fault
+
+    def fault_for(self, dependency: str) -> Any:
+        return self.fault if dependency == self.name else None
+
+
+def test_fit_delay_on_a_zone_write_under_and_past_the_timeout() -> None:
+    c = FakeCache(ZONES, name="fit", local_zone="a", timeout=0.02)
+    token = context.FIT.set(_FaultFor("cache.fit.b", _Hang(0.1)))
+    try:
+        assert c.set("k", "v").acknowledged == ("a", "b", "c")  # late, not too late
+    finally:
+        context.FIT.reset(token)
+    token = context.FIT.set(_FaultFor("cache.fit.b", _Hang(2.0)))
+    try:
+        with pytest.raises(CacheWriteError) as info:
+            c.set("k", "w")
+    finally:
+        context.FIT.reset(token)
+    assert info.value.result.failed["b"].startswith("CallTimeoutError")
+    assert c.dependency("b").window.totals().count(OUTCOMES.index("timeout")) == 1
+    assert c.dependency("b").permits.in_use == 0
+
+
+def test_three_failures_in_a_row_open_a_zone_behind_healthy_traffic() -> None:
+    c = make()
+    c.set("k", "v")
+    for _ in range(100):
+        assert c.get("k") == "v"
+    fail_zone("a")
+    for _ in range(3):
+        assert c.get("k") == "v"
+    assert c.dependency("a").state is State.OPEN
+    fail_zone("a", False)
+    # the same with the trigger off: 3 failures among 100 successes leave the zone closed
+    off = FakeCache(ZONES, name="off", local_zone="a", consecutive_failures=None)
+    for _ in range(100):
+        assert off.get("k") == "v"
+    fail_zone("a")
+    for _ in range(3):
+        assert off.get("k") == "v"
+    assert off.dependency("a").state is State.CLOSED
