@@ -184,12 +184,16 @@ class CacheBase(Generic[N]):
         zones = {}
         for z, zone in self._zones.items():
             state = zone.dependency.state
+            counts = stats.zone_counts(z)
+            answered = counts.get("hits", 0) + counts.get("misses", 0)
             zones[z] = {
                 "dependency": zone.dependency.name,
                 "state": state.value,
                 "up": zone_is_up(state),
                 "servers": list(zone.nodes),
-                **stats.zone_counts(z),
+                # hits / (hits + misses) of the reads this zone answered; None before any
+                "hit_rate": counts.get("hits", 0) / answered if answered else None,
+                **counts,
                 "remote_hits": stats.remote_hits[z],
                 "read_repairs": stats.read_repairs[z],
                 "write_failures": stats.write_failures[z],

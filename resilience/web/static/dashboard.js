@@ -86,7 +86,7 @@ function zoneRows(zones) {
   return entries.map(([name, z]) => {
     const info = typeof z === "object" && z !== null ? z : { value: z };
     const up = info.up === undefined ? null : Boolean(info.up);
-    const rate = info.hit_rate !== undefined ? `${fmt(info.hit_rate * 100, 1)}%` : "–";
+    const rate = info.hit_rate != null ? `${fmt(info.hit_rate * 100, 1)}%` : "–";
     const rest = Object.entries(info).filter(([k]) => !["up", "hit_rate", "name", "zone"].includes(k))
       .map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ");
     return el("tr", { "data-zone": name },

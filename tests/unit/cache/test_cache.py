@@ -359,6 +359,7 @@ def test_status_is_json_and_metrics_are_exported() -> None:
     assert status["local_zone"] == "a" and status["write_policy"] == "all"
     assert status["zones"]["a"]["state"] == "closed"
     assert status["zones"]["a"]["hits"] == 1 and status["zones"]["a"]["misses"] == 1
+    assert status["zones"]["a"]["hit_rate"] == 0.5
     prom = CollectorRegistry()
     prom.register(ResilienceCollector(registry()))
     families = {f.name: f for f in text_string_to_metric_families(generate_latest(prom).decode())}
