@@ -67,32 +67,42 @@ class _Deadlines:
 
     Deadlines of one dependency arrive in order (same timeout), so a deque is a priority queue;
     an entry whose deadline is earlier than the last one (the timeout was lowered at runtime)
-    gets a timer of its own.
+    gets a timer of its own. Invariant: while the queue holds entries, the timer is due no
+    later than the first one.
     """
 
-    __slots__ = ("_handle", "_loop", "_q")
+    __slots__ = ("_handle", "_loop", "_now", "_q", "_when")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        # asyncio's own loops tell time with time.monotonic; calling it directly saves a
+        # Python-level method call per protected coroutine. Other loops keep their clock.
+        default_clock = type(loop).time is asyncio.BaseEventLoop.time
+        self._now: Callable[[], float] = time.monotonic if default_clock else loop.time
         self._q: deque[list[Any]] = deque()
         self._handle: asyncio.TimerHandle | None = None
+        self._when = 0.0
 
     def add(self, task: asyncio.Task[Any] | None, timeout: float) -> list[Any]:
         q = self._q
         while q and q[0][2] == _DONE:
             q.popleft()
-        entry: list[Any] = [self._loop.time() + timeout, task, _LIVE]
-        if q and entry[0] < q[-1][0]:
-            self._loop.call_at(entry[0], self._expire, entry)
+        deadline = self._now() + timeout
+        entry: list[Any] = [deadline, task, _LIVE]
+        if q:
+            if deadline < q[-1][0]:
+                self._loop.call_at(deadline, self._expire, entry)
+            else:
+                q.append(entry)
             return entry
         q.append(entry)
-        handle = self._handle
-        # The queue may have emptied of an older, later deadline (the timeout was lowered):
-        # the timer must not wait for it.
-        if handle is None or handle.when() > entry[0]:
-            if handle is not None:
-                handle.cancel()
-            self._handle = self._loop.call_at(entry[0], self._fire)
+        # The queue had emptied: a timer still set for an older, later deadline (the timeout
+        # was lowered) must not be waited for.
+        if self._handle is None or self._when > deadline:
+            if self._handle is not None:
+                self._handle.cancel()
+            self._handle = self._loop.call_at(deadline, self._fire)
+            self._when = deadline
         return entry
 
     @staticmethod
@@ -114,6 +124,7 @@ class _Deadlines:
                 self._expire(entry)
             else:
                 self._handle = self._loop.call_at(entry[0], self._fire)
+                self._when = entry[0]
                 return
 
 
