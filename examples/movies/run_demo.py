@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import statistics
 import sys
 import tempfile
@@ -119,6 +120,9 @@ async def play(opts: argparse.Namespace) -> int:
     summary: dict[str, Any] = {"checks": {}}
     runner: web.AppRunner | None = None
     transitions: list[str] = []
+    main_task = asyncio.current_task()
+    if main_task is not None:  # SIGTERM (kill, CI timeouts) stops the processes like Ctrl-C
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     try:
         say("starting: 3 memcached zones, Toxiproxy, catalog, ratings, recommendations")
         zones = {z: [f"127.0.0.1:{procs.memcached(z)}"] for z in ("a", "b", "c")}
@@ -291,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     except Missing as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 3
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         return 130
 
 
