@@ -64,7 +64,9 @@ def test_stalled_zone_opens_breaker_and_reads_stop_waiting(cluster: Cluster) -> 
     opened_after = time.perf_counter() - started
     assert c.dependency("a").state is State.OPEN
     # three timeouts in a row (mcrouter's TKO), not the window's failure rate, opened it
-    assert len(slow) == 3 and opened_after < 1.0, (slow, opened_after)
+    # (a read may still be answered while SIGSTOP is being delivered: count the slow ones)
+    timed_out = [t for t in slow if t >= 0.04]
+    assert len(timed_out) == 3 and opened_after < 1.0, (slow, opened_after)
     assert min(slow) >= 0.04  # before the breaker opened, a read waited for the timeout
     fast = []
     for k, v in values.items():
