@@ -7,18 +7,14 @@ only change made to a block), so it never touches a memcached the machine alread
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from resilience import fit, testing
-from tests.support import find_binary, free_port, missing_service
+from tests.support import free_port, start_memcached, stop
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
@@ -28,30 +24,15 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def memcached_ports() -> Iterator[dict[str, int]]:
-    binary = find_binary("RESILIENCE_MEMCACHED", "memcached")
     ports = {printed: free_port() for printed in PRINTED_PORTS}
     procs = []
-    for port in ports.values():
-        args = [binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "16"]
-        if os.geteuid() == 0:
-            args += ["-u", "root"]
-        procs.append(subprocess.Popen(args))
     try:
         for port in ports.values():
-            deadline = time.monotonic() + 5
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), 0.2).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        missing_service(f"memcached did not start on port {port}")
-                    time.sleep(0.02)
+            procs.append(start_memcached(port, memory_mb=16))
         yield ports
     finally:
         for proc in procs:
-            proc.kill()
-            proc.wait(5)
+            stop(proc)
 
 
 def test_readme_has_code() -> None:

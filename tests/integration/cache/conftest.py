@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
 from pymemcache.client.base import Client
 
-from tests.support import find_binary, free_port, missing_service
+from tests.support import find_binary, free_port, start_memcached, stop
 
 ZONE_NAMES = ("a", "b", "c")
 
@@ -24,38 +21,11 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        cmd = [
-            self.binary,
-            "-l",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-            "-U",
-            "0",
-            "-m",
-            "64",
-            "-t",
-            "1",
-        ]
-        if os.geteuid() == 0:
-            cmd += ["-u", "root"]  # memcached refuses to run as root without it
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    missing_service(f"memcached exited at start on port {self.port}")
-                time.sleep(0.01)
-        missing_service(f"memcached did not listen on port {self.port}")
+        self.proc = start_memcached(self.port, memory_mb=64)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait(5)
+        if self.proc is not None:
+            stop(self.proc)
 
     @property
     def alive(self) -> bool:

@@ -67,19 +67,19 @@ def test_stalled_zone_opens_breaker_and_reads_stop_waiting(cluster: Cluster) -> 
     # (a read may still be answered while SIGSTOP is being delivered: count the slow ones)
     timed_out = [t for t in slow if t >= 0.04]
     assert len(timed_out) == 3 and opened_after < 1.0, (slow, opened_after)
-    assert min(slow) >= 0.04  # before the breaker opened, a read waited for the timeout
     fast = []
     for k, v in values.items():
         t0 = time.perf_counter()
         assert c.get(k) == v
         fast.append(time.perf_counter() - t0)
     fast.sort()
-    assert fast[len(fast) // 2] < 0.01 and fast[-3] < 0.03  # after: no read waits for it
+    # after: no read waits for the 50 ms timeout (margins leave room for a loaded machine)
+    assert fast[len(fast) // 2] < 0.01 and fast[-3] < 0.04
     assert c.status()["zones"]["a"]["up"] is False
     t0 = time.perf_counter()
     with pytest.raises(CacheWriteError) as info:  # writes skip the zone too, and say so
         c.set("k0", 0)
-    assert time.perf_counter() - t0 < 0.03
+    assert time.perf_counter() - t0 < 0.04
     assert info.value.result.failed["a"].startswith("CircuitOpenError")
     assert info.value.result.acknowledged == ("b", "c")
     cluster.resume("a")

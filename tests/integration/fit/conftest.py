@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 import urllib.request
@@ -13,7 +12,7 @@ from aiohttp import web
 
 from resilience import fit
 from resilience.fit import ToxiproxyClient
-from tests.support import find_binary, free_port
+from tests.support import find_binary, free_port, start_memcached, stop
 
 SECRET = "integration-secret"
 
@@ -50,23 +49,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture
 def memcached() -> Iterator[tuple[str, int]]:
-    binary = find_binary("RESILIENCE_MEMCACHED", "memcached")
     port = free_port()
-    args = [binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "16"]
-    if os.geteuid() == 0:  # memcached refuses to run as root unless told which user to be
-        args += ["-u", "root"]
-    proc = subprocess.Popen(args)
-    try:
-        import socket
-
-        def up() -> bool:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-
-        _wait(up, "memcached")
-        yield ("127.0.0.1", port)
-    finally:
-        _stop(proc)
+    proc = start_memcached(port, memory_mb=16)
+    yield ("127.0.0.1", port)
+    stop(proc)
 
 
 @pytest.fixture
