@@ -148,7 +148,9 @@ function parseValue(text) {
 }
 
 function drawFlags(status) {
-  const text = JSON.stringify(status);
+  // Only what the table shows decides a redraw: a flags status also carries counters that
+  // change on every evaluation, and redrawing then would swap the inputs under the operator.
+  const text = JSON.stringify(status ? flagEntries(status).map(([n, i]) => [n, shown(i)]) : status);
   const box = $("flags");
   // Redrawing would throw away what an operator is typing.
   if (text === lastFlags || box.contains(document.activeElement)) return;

@@ -20,31 +20,13 @@ webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
+from resilience.flags import Flags, InMemorySource  # noqa: E402
+
 TOKEN = "let-me-in"
 
 
-class MemoryFlags:
-    """Flags with runtime overrides: the status/set/clear surface the admin app drives."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.flags: dict[str, dict[str, Any]] = {"kill-recommendations": {"on": False}}
-
-    def status(self) -> dict[str, Any]:
-        with self._lock:
-            return {"flags": {k: dict(v) for k, v in self.flags.items()}}
-
-    def set(self, name: str, value: Any) -> None:
-        with self._lock:
-            self.flags[name] = {"on": bool(value), "override": True}
-
-    def clear(self, name: str) -> None:
-        with self._lock:
-            self.flags[name] = {"on": False}
-
-
 @pytest.fixture
-def service(fresh_registry: Registry) -> Iterator[tuple[AdminServer, dict[str, bool], MemoryFlags]]:
+def service(fresh_registry: Registry) -> Iterator[tuple[AdminServer, dict[str, bool], Flags]]:
     """A service calling 'ratings' about 20 times a second, with its admin app."""
     switch = {"down": False}
 
@@ -64,7 +46,7 @@ def service(fresh_registry: Registry) -> Iterator[tuple[AdminServer, dict[str, b
 
     worker = threading.Thread(target=traffic, daemon=True)
     worker.start()
-    flags = MemoryFlags()
+    flags = Flags(InMemorySource({"kill-recommendations": {"on": False}}))
     with serve_admin(port=free_port(), flags=flags, token=TOKEN, interval=0.2) as server:
         yield server, switch, flags
     stop.set()
@@ -147,7 +129,7 @@ def test_dashboard_shows_outage_recovery_and_flips_a_flag(
     driver.find_element(By.CSS_SELECTOR, f"{row} .flag-set").click()
     wait.until(lambda d: _flag_message(d)[0] == "error")
     assert "401" in _flag_message(driver)[1]
-    assert flags.flags["kill-recommendations"] == {"on": False}
+    assert flags.enabled("kill-recommendations") is False  # nothing changed without the token
 
     driver.find_element(By.ID, "token").send_keys(TOKEN)
     value = driver.find_element(By.CSS_SELECTOR, f"{row} .flag-value")
@@ -155,7 +137,7 @@ def test_dashboard_shows_outage_recovery_and_flips_a_flag(
     value.send_keys("true")
     driver.find_element(By.CSS_SELECTOR, f"{row} .flag-set").click()
     wait.until(lambda d: _flag_message(d)[0] == "ok")
-    assert flags.flags["kill-recommendations"] == {"on": True, "override": True}
+    assert flags.enabled("kill-recommendations") is True  # the real Flags took the override
     wait.until(lambda d: _read(d, f"{row} .flag-current") == "true")
     shot = tmp_path / "dashboard.png"
     assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 0
