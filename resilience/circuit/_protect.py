@@ -64,8 +64,9 @@ def protect(
         wrapper: Any
         if inspect.isfunction(fn):
             # Plain functions (and so methods, which receive ``self`` in args like any
-            # argument) get a closure: wrapt's C FunctionWrapper costs ~0.45 us a call here
-            # (bench/circuit_overhead.py --wrapt), most of a whole protected call's budget.
+            # argument) get a closure: a wrapt FunctionWrapper around a trivial function costs
+            # ~0.9 us a call here (bench/circuit_overhead.py prints it), more than a whole
+            # protected call.
             wrapper = guard.fast_async(fn) if is_async else guard.fast_sync(fn)
             functools.update_wrapper(wrapper, fn)
         else:
