@@ -524,7 +524,7 @@ class Guard:
     numbers and waits are exactly tenacity's.
     """
 
-    __slots__ = ("_fallback_async", "_retryable", "dependency", "fallback", "ignore", "retry")
+    __slots__ = ("_retryable", "dependency", "fallback", "ignore", "retry")
 
     def __init__(
         self,
@@ -544,7 +544,6 @@ class Guard:
         self.fallback = fallback
         self.ignore = ignore
         self.retry = retry
-        self._fallback_async = inspect.iscoroutinefunction(fallback)
         self._retryable = (
             _retryable(retry, ignore) if retry is not None and retry.attempts > 1 else None
         )

@@ -27,6 +27,7 @@ class Model:
         self.events: list[tuple[int, bool]] = []  # (bucket epoch, failed)
         self.opened_at = 0.0
         self.trial_ok = 0
+        self.streak = 0  # consecutive failures of calls made while closed
         self.now = now
 
     def epoch(self) -> int:
@@ -48,10 +49,15 @@ class Model:
                     self.state, self.events = "closed", []
             return
         self.events.append((self.epoch(), failed))
+        self.streak = self.streak + 1 if failed else 0
+        limit = self.p.consecutive_failures
+        if failed and self.state == "closed" and limit is not None and self.streak >= limit:
+            self.state, self.opened_at, self.streak = "open", self.now, 0
+            return
         if failed and self.state == "closed":
             live = [f for e, f in self.events if e > self.epoch() - self.p.buckets]
             if len(live) >= self.p.min_calls and sum(live) / len(live) >= self.p.failure_rate:
-                self.state, self.opened_at = "open", self.now
+                self.state, self.opened_at, self.streak = "open", self.now, 0
 
 
 class BreakerMachine(RuleBasedStateMachine):
@@ -59,12 +65,14 @@ class BreakerMachine(RuleBasedStateMachine):
         min_calls=st.integers(1, 6),
         rate=st.sampled_from([0.2, 0.5, 0.8, 1.0]),
         half_open=st.integers(1, 3),
+        consecutive=st.sampled_from([None, 2, 3]),
     )
-    def setup(self, min_calls: int, rate: float, half_open: int) -> None:
+    def setup(self, min_calls: int, rate: float, half_open: int, consecutive: int | None) -> None:
         self.clock = FakeClock(100.0)
         self.policy = Policy(
             isolation="semaphore", min_calls=min_calls, failure_rate=rate,
             half_open_calls=half_open, window=10.0, buckets=5, open_duration=3.0, timeout=60.0,
+            consecutive_failures=consecutive,
         )  # fmt: skip
         self.dep = Dependency("model", self.policy, clock=self.clock)
         self.model = Model(self.policy, self.clock())
