@@ -146,10 +146,8 @@ class AsyncReplicatedCache(CacheBase[AsyncNode]):
         return await self._counter("decr", key, delta)
 
     async def _counter(self, op: str, key: str | bytes, delta: int) -> int | None:
-        if isinstance(delta, bool) or not isinstance(delta, int) or delta < 0:
-            raise ValueError(f"delta must be an integer >= 0, got {delta!r}")
-        k = self._core.key(key)
-        result = self._core.finish(await self._write(op, (k, delta)), [k], None)
+        args = self._core.counter_args(key, delta)
+        result = self._core.finish(await self._write(op, args), [args[0]], None)
         return self._core.counter_value(result)
 
     def cached(

@@ -411,6 +411,12 @@ class CacheCore:
             )
         return result
 
+    def counter_args(self, key: str | bytes, delta: int) -> tuple[bytes, int]:
+        """incr/decr: the encoded key and a validated delta (memcached takes no negatives)."""
+        if isinstance(delta, bool) or not isinstance(delta, int) or delta < 0:
+            raise ValueError(f"delta must be an integer >= 0, got {delta!r}")
+        return self.key(key), delta
+
     def counter_value(self, result: WriteResult) -> int | None:
         """incr/decr: the new value from the first zone in read order that has the key."""
         for zone in self.order:
