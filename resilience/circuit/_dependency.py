@@ -750,6 +750,24 @@ class Guard:
                 exc = last
         return self._fallback(exc, args, kwargs)
 
+    def _retrying(self, first: Exception, retryable: Callable[[BaseException], bool]) -> Any:
+        """tenacity's settings for this guard, and a replay of the first failure as attempt 1."""
+        assert self.retry is not None
+        pending = [first]
+
+        def replay_first() -> None:
+            if pending:
+                raise pending.pop()
+            self.dependency.retries += 1
+
+        settings = {
+            "stop": tenacity.stop_after_attempt(self.retry.attempts),
+            "wait": self.retry.wait,
+            "retry": tenacity.retry_if_exception(retryable),
+            "reraise": True,
+        }
+        return settings, replay_first
+
     def _retry_sync(
         self,
         first: Exception,
@@ -758,36 +776,34 @@ class Guard:
         kwargs: dict[str, Any],
         retryable: Callable[[BaseException], bool],
     ) -> Any:
+        settings, replay_first = self._retrying(first, retryable)
         dep = self.dependency
-        pending = [first]
-        assert self.retry is not None
 
         def attempt() -> Any:
-            if pending:
-                raise pending.pop()
-            dep.retries += 1
+            replay_first()
             return dep._run_sync(fn, args, kwargs, self.ignore)
 
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.retry.attempts),
-            wait=self.retry.wait,
-            retry=tenacity.retry_if_exception(retryable),
-            reraise=True,
-        )
-        return retrying(attempt)
+        return tenacity.Retrying(**settings)(attempt)
+
+    def _fallback_failed(self, exc: Exception, fb_exc: Exception) -> FallbackFailedError:
+        dep = self.dependency
+        dep.window.record(FALLBACK_FAILURE, dep._clock())
+        return FallbackFailedError(dep.name, exc, fb_exc)
+
+    def _fallback_served(self, value: Any) -> Any:
+        dep = self.dependency
+        dep.window.record(FALLBACK_SUCCESS, dep._clock())
+        return value
 
     def _fallback(self, exc: Exception, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         fallback = self.fallback
         if fallback is MISSING:
             raise exc
-        dep = self.dependency
         try:
             value = fallback(*args, **kwargs) if callable(fallback) else fallback
         except Exception as fb_exc:
-            dep.window.record(FALLBACK_FAILURE, dep._clock())
-            raise FallbackFailedError(dep.name, exc, fb_exc) from fb_exc
-        dep.window.record(FALLBACK_SUCCESS, dep._clock())
-        return value
+            raise self._fallback_failed(exc, fb_exc) from fb_exc
+        return self._fallback_served(value)
 
     # async
 
@@ -835,23 +851,14 @@ class Guard:
         kwargs: dict[str, Any],
         retryable: Callable[[BaseException], bool],
     ) -> Any:
+        settings, replay_first = self._retrying(first, retryable)
         dep = self.dependency
-        pending = [first]
-        assert self.retry is not None
 
         async def attempt() -> Any:
-            if pending:
-                raise pending.pop()
-            dep.retries += 1
+            replay_first()
             return await dep._run_async(fn, args, kwargs, self.ignore)
 
-        retrying = tenacity.AsyncRetrying(
-            stop=tenacity.stop_after_attempt(self.retry.attempts),
-            wait=self.retry.wait,
-            retry=tenacity.retry_if_exception(retryable),
-            reraise=True,
-        )
-        return await retrying(attempt)
+        return await tenacity.AsyncRetrying(**settings)(attempt)
 
     async def _afallback(
         self, exc: Exception, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -859,16 +866,10 @@ class Guard:
         fallback = self.fallback
         if fallback is MISSING:
             raise exc
-        dep = self.dependency
         try:
-            if callable(fallback):
-                value = fallback(*args, **kwargs)
-                if inspect.isawaitable(value):
-                    value = await value
-            else:
-                value = fallback
+            value = fallback(*args, **kwargs) if callable(fallback) else fallback
+            if inspect.isawaitable(value):
+                value = await value
         except Exception as fb_exc:
-            dep.window.record(FALLBACK_FAILURE, dep._clock())
-            raise FallbackFailedError(dep.name, exc, fb_exc) from fb_exc
-        dep.window.record(FALLBACK_SUCCESS, dep._clock())
-        return value
+            raise self._fallback_failed(exc, fb_exc) from fb_exc
+        return self._fallback_served(value)
