@@ -9,10 +9,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from resilience import testing
 from resilience.circuit import Registry
 from tests.support import REQUIRE_SERVICES  # noqa: F401  (re-exported for plugins)
+
+# Property tests judge behaviour, not speed: a loaded CI machine must not fail them for being
+# slow to generate examples.
+settings.register_profile("resilience", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("resilience")
 
 
 @pytest.fixture(autouse=True)
