@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
@@ -105,7 +106,7 @@ class ReplicatedCache(CacheBase[SyncNode]):
             tally.record(name, False, exc)
             return None
         fault = ticket.fault
-        try:
+        with _settling(tally, name, ticket):
             if fault is None:
                 return name, ticket, send_sync(zone, tally.op, tally.args)
             # the fault wraps the send as it would wrap a call: raise, delay, or hang past
@@ -117,30 +118,16 @@ class ReplicatedCache(CacheBase[SyncNode]):
                 return name, ticket, sent
             sent.abandon()
             tally.record(name, False, ticket.timeout())
-        except TimeoutError:
-            tally.record(name, False, ticket.timeout())
-        except Exception as exc:
-            ticket.failure(exc)
-            tally.record(name, False, exc)
-        except BaseException:
-            ticket.cancel()
-            raise
         return None
 
     @staticmethod
     def _receive(tally: Tally, name: str, ticket: Ticket, sent: Sent) -> None:
         """Read one zone's replies (each read bounded by the socket timeout); end its ticket."""
-        try:
+        received = False
+        with _settling(tally, name, ticket):
             reply = sent.receive()
-        except TimeoutError:
-            tally.record(name, False, ticket.timeout())
-        except Exception as exc:
-            ticket.failure(exc)
-            tally.record(name, False, exc)
-        except BaseException:
-            ticket.cancel()
-            raise
-        else:
+            received = True
+        if received:
             ticket.success()
             tally.record(name, True, reply)
 
@@ -335,3 +322,20 @@ def _unwrap(value: Any) -> Any:
     if isinstance(value, FromFallback):
         return value.value
     return value
+
+
+@contextlib.contextmanager
+def _settling(tally: Tally, name: str, ticket: Ticket) -> Iterator[None]:
+    """End ``ticket`` by what the block raised: a timeout, a failure (both recorded for the
+    zone), or a cancel for BaseException, which goes on. A block that ends normally has ended
+    the ticket itself (or handed it on)."""
+    try:
+        yield
+    except TimeoutError:
+        tally.record(name, False, ticket.timeout())
+    except Exception as exc:
+        ticket.failure(exc)
+        tally.record(name, False, exc)
+    except BaseException:
+        ticket.cancel()
+        raise
