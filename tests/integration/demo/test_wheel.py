@@ -25,7 +25,7 @@ def run(*args: str | Path, cwd: Path, timeout: float = 300) -> str:
 def test_wheel_installs_and_runs_outside_the_source_tree(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dist, ROOT, cwd=tmp_path)
-    wheel = next(dist.glob("resilience-*.whl"))
+    wheel = next(dist.glob("resilience_stack-*.whl"))  # the distribution name; `import resilience`
     names = zipfile.ZipFile(wheel).namelist()
     assert "resilience/py.typed" in names
     assert any(n.startswith("resilience/web/static/") and n.endswith(".html") for n in names)
@@ -35,6 +35,13 @@ def test_wheel_installs_and_runs_outside_the_source_tree(tmp_path: Path) -> None
     run(sys.executable, "-m", "venv", venv, cwd=tmp_path)
     py = venv / "bin" / "python"
     run(py, "-m", "pip", "install", "-q", f"{wheel}[yaml]", cwd=tmp_path)
+    meta = run(
+        py,
+        "-c",
+        "import importlib.metadata as m; print(m.distribution('resilience-stack').metadata['Name'])",
+        cwd=tmp_path,
+    )
+    assert meta.strip() == "resilience-stack"
     out = run(venv / "bin" / "resilience", "--help", cwd=tmp_path)
     assert "fit" in out and "observe" in out
     for command in (
