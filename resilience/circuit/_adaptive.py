@@ -282,7 +282,7 @@ class AdaptiveLimiter:
         timeout = self.config.wait if timeout is None else timeout
         if timeout <= 0:
             return self.try_acquire()
-        gate = threading.Lock()
+        gate = _new_gate()
         gate.acquire()
         waiter = _Waiter(gate.release)
         if self._enqueue(waiter):
@@ -323,6 +323,9 @@ class AdaptiveLimiter:
             if granted and not ok:  # cancelled after the grant: pass the permit on
                 self.give_back()
         return granted
+
+
+_new_gate = threading.Lock  # what a sync waiter blocks on (a module name: tests replace it)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
