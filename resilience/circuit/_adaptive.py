@@ -182,12 +182,13 @@ class AdaptiveLimit:
 
 
 class _Waiter:
-    """One caller waiting for a permit; ``granted`` is set under the limiter's lock."""
+    """One caller waiting for a permit; ``granted`` and ``queued`` change under the lock."""
 
-    __slots__ = ("granted", "wake")
+    __slots__ = ("granted", "queued", "wake")
 
     def __init__(self, wake: Any) -> None:
         self.granted = False
+        self.queued = False
         self.wake = wake  # called (outside the lock) once the permit is granted
 
 
@@ -255,6 +256,7 @@ class AdaptiveLimiter:
         waiters = self._waiters
         while waiters and self._inflight < self._limit:
             waiter = waiters.popleft()
+            waiter.queued = False
             waiter.granted = True
             self._inflight += 1
             woken.append(waiter)
@@ -267,6 +269,7 @@ class AdaptiveLimiter:
                 self._inflight += 1
                 return True
             self._waiters.append(waiter)
+            waiter.queued = True
         return False
 
     def _settle(self, waiter: _Waiter) -> bool:
@@ -274,8 +277,21 @@ class AdaptiveLimiter:
         with self._lock:
             if waiter.granted:
                 return True
-            self._waiters.remove(waiter)  # not granted, so still queued (both under the lock)
+            if waiter.queued:
+                self._waiters.remove(waiter)
+                waiter.queued = False
         return False
+
+    def _revoke(self, waiter: _Waiter) -> None:
+        """Take back a grant that cannot be delivered (the waiter's event loop is closed)."""
+        with self._lock:
+            if not waiter.granted:
+                return
+            waiter.granted = False
+            self._inflight -= 1
+            woken = self._grant()
+        for other in woken:
+            other.wake()
 
     def acquire_sync(self, timeout: float | None = None) -> bool:
         """Wait up to ``timeout`` seconds (default: the config's ``wait``) for a permit."""
@@ -306,7 +322,10 @@ class AdaptiveLimiter:
         future: asyncio.Future[None] = loop.create_future()
 
         def wake() -> None:
-            loop.call_soon_threadsafe(_resolve, future)
+            try:
+                loop.call_soon_threadsafe(_resolve, future)
+            except RuntimeError:  # its loop is closed: the waiter will never take the permit
+                self._revoke(waiter)
 
         waiter = _Waiter(wake)
         if self._enqueue(waiter):

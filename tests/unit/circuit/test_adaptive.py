@@ -414,3 +414,19 @@ def test_limit_exceeded_error_is_a_bulkhead_rejection() -> None:
     assert isinstance(err, BulkheadFullError) and isinstance(err, RejectedError)
     assert (err.dependency, err.limit, err.inflight, err.waited) == ("ratings", 12, 12, 0.05)
     assert "limit 12" in str(err) and "0.050s" in str(err)
+
+
+def test_a_waiter_whose_loop_closed_does_not_keep_the_permit() -> None:
+    limiter = fixed(1)
+    assert limiter.try_acquire()
+    loop = asyncio.new_event_loop()
+    waiter = loop.create_task(limiter.acquire_async(30.0))
+    loop.run_until_complete(asyncio.sleep(0))
+    assert limiter.waiting == 1
+    loop.close()  # the waiting task dies with its loop
+    limiter.release(0.01, False)  # the grant cannot be delivered: the permit comes back
+    assert (limiter.inflight, limiter.waiting) == (0, 0)
+    waiter.get_coro().close()  # what garbage collection does to it: runs its cleanup
+    waiter._log_destroy_pending = False  # type: ignore[attr-defined]
+    assert (limiter.inflight, limiter.waiting) == (0, 0)  # not given back twice
+    assert limiter.try_acquire()
