@@ -223,7 +223,10 @@ def main() -> int:
             serve = p.capacity / BASE
             good = (len([e for e in p.ends if e >= warm])) / (p.end - warm)
             limits = [lim for t, lim in run.limits if p.start <= t < p.end]
-            extra = f"   back to 90% goodput in {recovery(p):.2f} s" if i == 2 else ""
+            settled = [x for t, x in p.latencies if t >= p.start + 2.0]
+            extra = f"  settled p99 {pct(settled, 0.99) / BASE:5.2f}x" if i else ""
+            if i == 2:
+                extra += f"  back to 90% goodput in {recovery(p):.2f} s"
             print(
                 f"    {p.name:<16} p50 {pct(lat, 0.5) / BASE:5.2f}x  p99 {pct(lat, 0.99) / BASE:5.2f}x"
                 f"  goodput {good / serve:6.1%}  limit {min(limits):>4}..{max(limits):<4}"
