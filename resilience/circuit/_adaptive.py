@@ -233,6 +233,8 @@ class AdaptiveLimiter:
     def release(self, latency: float, dropped: bool) -> None:
         """The call admitted by a permit finished: sample it and free its permit."""
         with self._lock:
+            if self._inflight <= 0:
+                raise RuntimeError("AdaptiveLimiter.release() without a permit taken")
             self.last_rtt = latency
             algorithm = self._algorithm
             algorithm.update(latency, self._inflight, dropped)
@@ -245,6 +247,8 @@ class AdaptiveLimiter:
     def give_back(self) -> None:
         """Return a permit whose call never ran: no sample, the next waiter may take it."""
         with self._lock:
+            if self._inflight <= 0:
+                raise RuntimeError("AdaptiveLimiter.give_back() without a permit taken")
             self._inflight -= 1
             woken = self._grant()
         for waiter in woken:

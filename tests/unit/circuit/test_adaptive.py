@@ -308,6 +308,12 @@ def test_limiter_admits_up_to_the_limit_and_follows_the_algorithm() -> None:
     assert limiter.limit == 2
     limiter.give_back()  # a call that never ran: no sample
     assert (limiter.limit, limiter.inflight, limiter.last_rtt) == (2, 1, 0.5)
+    limiter.release(0.01, False)
+    with pytest.raises(RuntimeError):  # more releases than permits would admit extra calls
+        limiter.release(0.01, False)
+    with pytest.raises(RuntimeError):
+        limiter.give_back()
+    assert limiter.inflight == 0
 
 
 def test_sync_waiters_are_served_in_order() -> None:
