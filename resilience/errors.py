@@ -17,6 +17,8 @@ __all__ = [
     "FallbackFailedError",
     "FaultInjectedError",
     "InvalidKeyError",
+    "LimitExceededError",
+    "RateLimitedError",
     "RecipeError",
     "RejectedError",
     "ResilienceError",
@@ -62,6 +64,36 @@ class BulkheadFullError(RejectedError):
     def __init__(self, dependency: str, limit: int) -> None:
         super().__init__(dependency, f"bulkhead full ({limit} calls admitted)")
         self.limit = limit
+
+
+class LimitExceededError(BulkheadFullError):
+    """The dependency's adaptive concurrency limit is reached (after waiting ``waited`` seconds
+    for a permit, if the limit allows waiting); ``limit`` is the limit in force."""
+
+    def __init__(self, dependency: str, limit: int, inflight: int, waited: float = 0.0) -> None:
+        hint = "" if waited <= 0 else f" after waiting {waited:.3f}s"
+        # RejectedError's constructor, not BulkheadFullError's: same fields, its own message.
+        RejectedError.__init__(
+            self,
+            dependency,
+            f"concurrency limit reached ({inflight} in flight, limit {limit}){hint}",
+        )
+        self.limit = limit
+        self.inflight = inflight
+        self.waited = waited
+
+
+class RateLimitedError(RejectedError):
+    """The dependency's rate limit has no token for this call; one is due in ``retry_after``
+    seconds. ``rate`` calls are allowed every ``per`` seconds."""
+
+    def __init__(self, dependency: str, retry_after: float, rate: float, per: float) -> None:
+        super().__init__(
+            dependency, f"rate limited ({rate:g} per {per:g}s); retry after {retry_after:.3f}s"
+        )
+        self.retry_after = retry_after
+        self.rate = rate
+        self.per = per
 
 
 class CallTimeoutError(ResilienceError, TimeoutError):
