@@ -12,8 +12,9 @@ Routes (relative to where the app is mounted):
 ``/dependencies``     GET     ``{"dependencies": [names]}``, what FIT discovery fails in turn
 ``/caches``           GET     each cache's ``status()``
 ``/flags``            GET     the flags object's ``status()``
-``/flags/{name}``     POST    ``{"value": v}`` sets a runtime override (token)
-``/flags/{name}``     DELETE  clears the override (token)
+``/flags/{name}``     POST    ``{"value": v}`` sets a runtime override (token); an unknown name
+                              is a 404 unless the body says ``"create": true``
+``/flags/{name}``     DELETE  clears the override (token); 404 for an unknown name
 ``/stream``           GET     SSE: ``state`` every interval, ``state_change`` on transitions
 ``/hystrix.stream``   GET     SSE in Hystrix's format, for the Hystrix dashboard and Turbine
 ====================  ======  ===============================================================
@@ -60,9 +61,11 @@ DEFAULT_STREAM_BACKLOG = 32
 class Flags(HasStatus, Protocol):
     """What the admin app needs from a flags object (``resilience.flags.Flags`` has it)."""
 
-    def set(self, name: str, value: Any) -> None: ...
+    def __contains__(self, name: str) -> bool: ...
 
-    def clear(self, name: str) -> None: ...
+    def set(self, name: str, value: Any) -> Any: ...
+
+    def clear(self, name: str) -> Any: ...
 
 
 def _token(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -264,16 +267,25 @@ class _Admin:
         body = await json_body(request)
         if "value" not in body:
             raise web.HTTPBadRequest(text='body must be {"value": ...}')
+        name = request.match_info["name"]
+        # A typo must not create a new flag nobody reads: only when asked to.
+        if name not in flags and body.get("create") is not True:
+            raise web.HTTPNotFound(
+                text=f'no flag {name!r}; send {{"value": ..., "create": true}} to create it'
+            )
         try:
-            flags.set(request.match_info["name"], body["value"])
+            flags.set(name, body["value"])
         except (ValueError, TypeError, KeyError) as exc:
             raise web.HTTPBadRequest(text=str(exc)) from exc
         return web.json_response(snapshot(self.reg, (), flags)["flags"])
 
     async def clear_flag(self, request: web.Request) -> web.StreamResponse:
         flags = self._flags()
+        name = request.match_info["name"]
+        if name not in flags:
+            raise web.HTTPNotFound(text=f"no flag {name!r}")
         try:
-            flags.clear(request.match_info["name"])
+            flags.clear(name)
         except (ValueError, KeyError) as exc:
             raise web.HTTPBadRequest(text=str(exc)) from exc
         return web.json_response(snapshot(self.reg, (), flags)["flags"])

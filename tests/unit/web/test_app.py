@@ -21,6 +21,9 @@ class FakeFlags:
     def __init__(self) -> None:
         self.values: dict[str, Any] = {"kill-recs": {"on": False}}
 
+    def __contains__(self, name: str) -> bool:
+        return name in self.values
+
     def status(self) -> dict[str, Any]:
         return {"flags": self.values}
 
@@ -95,6 +98,20 @@ async def test_flag_writes_need_the_token(client: TestClient[Any, Any], flags: F
     assert (await client.post("/flags/kill-recs", data="[1]", headers=auth)).status == 400
     assert (await client.delete("/flags/kill-recs", headers=auth)).status == 200
     assert flags.values["kill-recs"] == {"on": False}
+
+
+async def test_unknown_flag_is_404_unless_created(
+    client: TestClient[Any, Any], flags: FakeFlags
+) -> None:
+    auth = {"Authorization": "Bearer s3cret"}
+    resp = await client.post("/flags/kill-rec", json={"value": True}, headers=auth)  # a typo
+    assert resp.status == 404 and "create" in await resp.text()
+    assert "kill-rec" not in flags.values
+    assert (await client.delete("/flags/kill-rec", headers=auth)).status == 404
+    resp = await client.post(
+        "/flags/new-ranking", json={"value": True, "create": True}, headers=auth
+    )
+    assert resp.status == 200 and flags.values["new-ranking"]["on"] is True
 
 
 async def test_force_circuit_needs_the_token(

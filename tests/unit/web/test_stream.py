@@ -48,6 +48,9 @@ class RecordingFlags:
     def __init__(self) -> None:
         self.values: dict[str, Any] = {}
 
+    def __contains__(self, name: str) -> bool:
+        return name in self.values
+
     def status(self) -> dict[str, Any]:
         return {"flags": dict(self.values)}
 
