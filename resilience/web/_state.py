@@ -134,7 +134,14 @@ def _error_percentage(errors: int, requests: int) -> int:
 
 
 def hystrix_command(dep: Dependency) -> dict[str, Any]:
-    """One ``HystrixCommand`` message of Hystrix's metrics stream, from a dependency."""
+    """One ``HystrixCommand`` message of Hystrix's metrics stream, from a dependency.
+
+    Field names and JSON types are those of Hystrix's own serializer. ``requestCount``,
+    ``errorCount`` and ``errorPercentage`` are Hystrix's HealthCounts: short-circuited calls are
+    in neither, and the percentage is truncated. A dependency reports THREAD isolation once a
+    sync call gave it a thread pool, SEMAPHORE otherwise (async and semaphore dependencies), and
+    its rejections as thread-pool or semaphore rejections accordingly.
+    """
     policy = dep.policy
     snap = dep.window.snapshot()
     c = dict(zip(OUTCOMES, snap.counts, strict=True))
