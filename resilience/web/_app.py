@@ -174,7 +174,8 @@ class _Admin:
 
     def _compute_state(self) -> _StateSnapshot:
         data = snapshot(self.reg, self.caches, self.flags)
-        body = json.dumps(data, separators=(",", ":")).encode()
+        # default=str: a status() holding a datetime or a set must not take the page down.
+        body = json.dumps(data, separators=(",", ":"), default=str).encode()
         return _StateSnapshot(data, body, encoded_frame("state", body))
 
     def _compute_hystrix(self) -> bytes:

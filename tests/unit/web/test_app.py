@@ -155,7 +155,12 @@ def test_options_validated() -> None:
     with pytest.raises(ConfigError) as info:
         admin_app(protect_reads=True)
     assert info.value.field == "protect_reads"
-    for field, value in (("interval", 0), ("max_stream_clients", 0), ("token", "")):
+    for field, value in (
+        ("interval", 0),
+        ("max_stream_clients", 0),
+        ("stream_backlog", 0),
+        ("token", ""),
+    ):
         with pytest.raises(ConfigError) as info:
             admin_app(**{field: value})
         assert info.value.field == field
