@@ -52,6 +52,7 @@ __all__ = [
     "POOL_QUEUED",
     "RETRIES",
     "STREAM_CLIENTS",
+    "STREAM_DROPPED",
     "ResilienceCollector",
     "counter",
     "gauge",
@@ -92,6 +93,7 @@ FIT_INJECTIONS = "resilience_fit_injections"  # counter, + dependency, kind
 
 # web
 STREAM_CLIENTS = "resilience_stream_clients"  # gauge
+STREAM_DROPPED = "resilience_stream_dropped_clients"  # counter: fell behind, disconnected
 
 
 def counter(name: str, doc: str, labels: list[str]) -> CounterMetricFamily:

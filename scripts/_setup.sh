@@ -79,9 +79,30 @@ ensure_browser_and_prometheus() {
   apt_install chromium chromium-driver prometheus
 }
 
+ensure_grafana_check() {
+  # No Grafana server can be installed by this script (Debian does not package it, and its Go
+  # module is AGPL, kept out of this project): generated dashboards are checked instead against
+  # Grafana's published dashboard schema, by a small Go program over grafana-foundation-sdk.
+  local src="$ROOT/tests/integration/web/grafana_check"
+  local bin="$TOOLS/bin/grafana-dashboard-check"
+  if [ ! -x "$bin" ] || [ "$src/main.go" -nt "$bin" ] || [ "$src/go.sum" -nt "$bin" ]; then
+    local go_bin
+    go_bin="$(command -v go || true)"
+    [ -n "$go_bin" ] || { [ -x /usr/local/go/bin/go ] && go_bin=/usr/local/go/bin/go; }
+    [ -n "$go_bin" ] || die "Go >= 1.23 to build the Grafana dashboard checker (https://go.dev/doc/install)"
+    say "building the Grafana dashboard schema checker with $go_bin"
+    mkdir -p "$TOOLS/bin"
+    (cd "$src" && "$go_bin" build -buildvcs=false -o "$bin" .) \
+      || die "go build of $src failed"
+  fi
+  RESILIENCE_GRAFANA_CHECK="$bin"
+  export RESILIENCE_GRAFANA_CHECK
+}
+
 ensure_all() {
   ensure_venv
   ensure_memcached
   ensure_toxiproxy
   ensure_browser_and_prometheus
+  ensure_grafana_check
 }

@@ -3,7 +3,8 @@
 Routes (relative to where the app is mounted):
 
 ====================  ======  ===============================================================
-``/``                 GET     the dashboard page (static HTML/JS/CSS shipped in the package)
+``/``                 GET     the dashboard page (static HTML/JS/CSS shipped in the package);
+                              mounted at ``/admin``, a request for ``/admin`` is redirected here
 ``/metrics``          GET     Prometheus exposition of the prometheus-client registry
 ``/state``            GET     everything: circuits, pools, caches, flags (JSON)
 ``/circuits``         GET     circuits only; ``/circuits/{name}`` one of them
@@ -11,8 +12,9 @@ Routes (relative to where the app is mounted):
 ``/dependencies``     GET     ``{"dependencies": [names]}``, what FIT discovery fails in turn
 ``/caches``           GET     each cache's ``status()``
 ``/flags``            GET     the flags object's ``status()``
-``/flags/{name}``     POST    ``{"value": v}`` sets a runtime override (token)
-``/flags/{name}``     DELETE  clears the override (token)
+``/flags/{name}``     POST    ``{"value": v}`` sets a runtime override (token); an unknown name
+                              is a 404 unless the body says ``"create": true``
+``/flags/{name}``     DELETE  clears the override (token); 404 for an unknown name
 ``/stream``           GET     SSE: ``state`` every interval, ``state_change`` on transitions
 ``/hystrix.stream``   GET     SSE in Hystrix's format, for the Hystrix dashboard and Turbine
 ====================  ======  ===============================================================
@@ -20,12 +22,15 @@ Routes (relative to where the app is mounted):
 Write routes need ``Authorization: Bearer <token>``; without a configured token they are
 refused. With ``protect_reads`` the read routes need it too; an ``EventSource`` cannot send
 headers, so reads (never writes) also accept ``?access_token=``.
+
+The state is computed once per ``interval`` and shared: the streams' tick and every ``/state``,
+``/circuits``, ``/caches`` and ``/flags`` request in that interval read the same snapshot (a
+write through this app refreshes it at once).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
@@ -39,22 +44,28 @@ from prometheus_client.registry import REGISTRY, CollectorRegistry
 from ..circuit import Registry
 from ..circuit import registry as default_registry
 from ..errors import ConfigError
+from ._access import bearer, json_body, matches
 from ._state import HasStatus, circuit_view, hystrix_command, hystrix_pool, snapshot
-from ._stream import CLIENTS, Message, StreamHub, serve_events
+from ._stream import CLIENTS, PING, Shared, StreamHub, encoded_frame, frame, serve_events
 
 __all__ = ["AdminOptions", "Flags", "admin_app"]
 
 STATIC = Path(__file__).parent / "static"
 DEFAULT_INTERVAL = 1.0
 DEFAULT_MAX_STREAM_CLIENTS = 5  # Hystrix's limit
+# Messages queued for one stream client before it counts as fallen behind and is dropped: at the
+# default interval, half a minute of a client not reading.
+DEFAULT_STREAM_BACKLOG = 32
 
 
 class Flags(HasStatus, Protocol):
     """What the admin app needs from a flags object (``resilience.flags.Flags`` has it)."""
 
-    def set(self, name: str, value: Any) -> None: ...
+    def __contains__(self, name: str) -> bool: ...
 
-    def clear(self, name: str) -> None: ...
+    def set(self, name: str, value: Any) -> Any: ...
+
+    def clear(self, name: str) -> Any: ...
 
 
 def _token(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -80,23 +91,23 @@ class AdminOptions:
     protect_reads: bool = False
     interval: float = attrs.field(default=DEFAULT_INTERVAL, validator=_interval)
     max_stream_clients: int = attrs.field(default=DEFAULT_MAX_STREAM_CLIENTS, validator=_limit)
+    stream_backlog: int = attrs.field(default=DEFAULT_STREAM_BACKLOG, validator=_limit)
 
     def __attrs_post_init__(self) -> None:
         if self.protect_reads and self.token is None:
             raise ConfigError("protect_reads", "needs a token to protect reads with")
 
 
-def _bearer(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
-
-
-def _matches(given: str | None, token: str) -> bool:
-    return given is not None and hmac.compare_digest(given.encode(), token.encode())
-
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@attrs.frozen
+class _StateSnapshot:
+    """The admin state of one tick: the data, its JSON, and its stream frame, built once."""
+
+    data: dict[str, Any]
+    body: bytes
+    frame: bytes
 
 
 class _Admin:
@@ -115,7 +126,13 @@ class _Admin:
         self.flags = flags
         self.options = options
         self.prometheus = prometheus_registry
-        self.hub = StreamHub(reg, options.max_stream_clients)
+        self.hub = StreamHub(
+            reg, options.max_stream_clients, options.interval, options.stream_backlog
+        )
+        self.shared_state = Shared(self._compute_state)
+        self.shared_hystrix = Shared(self._compute_hystrix)
+        self.hub.add_stream("state", self._state_frames)
+        self.hub.add_stream("hystrix", self._hystrix_frames)
 
     # -- access ---------------------------------------------------------------------------
 
@@ -126,8 +143,8 @@ class _Admin:
         assert token is not None  # AdminOptions guarantees it
 
         async def guarded(request: web.Request) -> web.StreamResponse:
-            given = _bearer(request) or request.query.get("access_token")
-            if not _matches(given, token):
+            given = bearer(request) or request.query.get("access_token")
+            if not matches(given, token):
                 raise web.HTTPUnauthorized(
                     text="admin token required", headers={"WWW-Authenticate": "Bearer"}
                 )
@@ -141,18 +158,62 @@ class _Admin:
         async def guarded(request: web.Request) -> web.StreamResponse:
             if token is None:
                 raise web.HTTPForbidden(text="changes are disabled: no admin token configured")
-            if not _matches(_bearer(request), token):
+            if not matches(bearer(request), token):
                 raise web.HTTPUnauthorized(
                     text="admin token required", headers={"WWW-Authenticate": "Bearer"}
                 )
-            return await handler(request)
+            try:
+                return await handler(request)
+            finally:
+                # What the write changed shows on the next read, not a tick later.
+                self.shared_state.invalidate()
 
         return guarded
+
+    # -- the shared state -----------------------------------------------------------------
+
+    def _compute_state(self) -> _StateSnapshot:
+        data = snapshot(self.reg, self.caches, self.flags)
+        # default=str: a status() holding a datetime or a set must not take the page down.
+        body = json.dumps(data, separators=(",", ":"), default=str).encode()
+        return _StateSnapshot(data, body, encoded_frame("state", body))
+
+    def _compute_hystrix(self) -> bytes:
+        out: list[bytes] = []
+        for dep in self.reg:
+            out.append(frame(None, hystrix_command(dep)))
+            pool = hystrix_pool(dep)
+            if pool is not None:
+                out.append(frame(None, pool))
+        # Nothing registered yet: Hystrix pings, and Turbine keeps the connection.
+        return b"".join(out) or PING
+
+    def state(self) -> _StateSnapshot:
+        return self.shared_state.get(self.options.interval)
+
+    def _state_frames(self, fresh: bool) -> bytes:
+        shared = self.shared_state
+        return (shared.refresh() if fresh else self.state()).frame
+
+    def _hystrix_frames(self, fresh: bool) -> bytes:
+        shared = self.shared_hystrix
+        return shared.refresh() if fresh else shared.get(self.options.interval)
 
     # -- reads ----------------------------------------------------------------------------
 
     async def page(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def to_page(self, request: web.Request) -> web.StreamResponse:
+        # Mounted at /admin, "/admin" itself would be a 404, and the page's relative links
+        # need the trailing slash: send the browser to /admin/.
+        path = request.rel_url.path
+        if path.endswith("/"):
+            return await self.page(request)
+        url = request.rel_url
+        raise web.HTTPPermanentRedirect(
+            location=str(url.with_path(path + "/").with_query(url.query))
+        )
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
@@ -161,14 +222,11 @@ class _Admin:
         body = await asyncio.get_running_loop().run_in_executor(None, encoder, self.prometheus)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
-    def state(self) -> dict[str, Any]:
-        return snapshot(self.reg, self.caches, self.flags)
-
     async def get_state(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(self.state())
+        return web.Response(body=self.state().body, content_type="application/json")
 
     async def circuits(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response({"circuits": [circuit_view(dep) for dep in self.reg]})
+        return web.json_response({"circuits": self.state().data["circuits"]})
 
     async def circuit(self, request: web.Request) -> web.StreamResponse:
         dep = self.reg.get(request.match_info["name"])
@@ -180,12 +238,12 @@ class _Admin:
         return web.json_response({"dependencies": self.reg.names()})
 
     async def get_caches(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(snapshot(self.reg, self.caches, None)["caches"])
+        return web.json_response(self.state().data["caches"])
 
     async def get_flags(self, request: web.Request) -> web.StreamResponse:
         if self.flags is None:
             raise web.HTTPNotFound(text="no flags configured")
-        return web.json_response(snapshot(self.reg, (), self.flags)["flags"])
+        return web.json_response(self.state().data["flags"])
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -193,7 +251,7 @@ class _Admin:
         dep = self.reg.get(request.match_info["name"])
         if dep is None:
             raise web.HTTPNotFound(text="no such dependency")
-        body = await _json_body(request)
+        body = await json_body(request)
         action = body.get("state")
         if action == "open":
             dep.force_open()
@@ -207,19 +265,28 @@ class _Admin:
 
     async def set_flag(self, request: web.Request) -> web.StreamResponse:
         flags = self._flags()
-        body = await _json_body(request)
+        body = await json_body(request)
         if "value" not in body:
             raise web.HTTPBadRequest(text='body must be {"value": ...}')
+        name = request.match_info["name"]
+        # A typo must not create a new flag nobody reads: only when asked to.
+        if name not in flags and body.get("create") is not True:
+            raise web.HTTPNotFound(
+                text=f'no flag {name!r}; send {{"value": ..., "create": true}} to create it'
+            )
         try:
-            flags.set(request.match_info["name"], body["value"])
+            flags.set(name, body["value"])
         except (ValueError, TypeError, KeyError) as exc:
             raise web.HTTPBadRequest(text=str(exc)) from exc
         return web.json_response(snapshot(self.reg, (), flags)["flags"])
 
     async def clear_flag(self, request: web.Request) -> web.StreamResponse:
         flags = self._flags()
+        name = request.match_info["name"]
+        if name not in flags:
+            raise web.HTTPNotFound(text=f"no flag {name!r}")
         try:
-            flags.clear(request.match_info["name"])
+            flags.clear(name)
         except (ValueError, KeyError) as exc:
             raise web.HTTPBadRequest(text=str(exc)) from exc
         return web.json_response(snapshot(self.reg, (), flags)["flags"])
@@ -231,21 +298,8 @@ class _Admin:
 
     # -- streams --------------------------------------------------------------------------
 
-    def _state_tick(self) -> list[Message]:
-        return [("state", self.state())]
-
-    def _hystrix_tick(self) -> list[Message]:
-        out: list[Message] = []
-        for dep in self.reg:
-            out.append((None, hystrix_command(dep)))
-            pool = hystrix_pool(dep)
-            if pool is not None:
-                out.append((None, pool))
-        return out
-
     async def stream(self, request: web.Request) -> web.StreamResponse:
-        interval = self.options.interval
-        return await serve_events(request, self.hub, "state", interval, self._state_tick, True)
+        return await serve_events(request, self.hub, "state", self.options.interval, True)
 
     async def hystrix_stream(self, request: web.Request) -> web.StreamResponse:
         # Hystrix's ?delay=ms sets the client's own interval, no faster than ours.
@@ -256,7 +310,7 @@ class _Admin:
                 interval = max(interval, float(delay) / 1000.0)
             except ValueError as exc:
                 raise web.HTTPBadRequest(text="delay must be milliseconds") from exc
-        return await serve_events(request, self.hub, "hystrix", interval, self._hystrix_tick, False)
+        return await serve_events(request, self.hub, "hystrix", interval, False)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -265,16 +319,6 @@ class _Admin:
 
     async def on_shutdown(self, app: web.Application) -> None:
         self.hub.stop()
-
-
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise web.HTTPBadRequest(text="body must be JSON") from exc
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text="body must be a JSON object")
-    return body
 
 
 ADMIN_KEY = web.AppKey("resilience_admin", _Admin)
@@ -289,6 +333,7 @@ def admin_app(
     protect_reads: bool = False,
     interval: float = DEFAULT_INTERVAL,
     max_stream_clients: int = DEFAULT_MAX_STREAM_CLIENTS,
+    stream_backlog: int = DEFAULT_STREAM_BACKLOG,
     prometheus_registry: CollectorRegistry | None = None,
 ) -> web.Application:
     """The admin app; mount it with ``app.add_subapp("/admin", admin_app(...))`` or serve it.
@@ -301,6 +346,8 @@ def admin_app(
         protect_reads: read routes need the token too.
         interval: seconds between state messages on the streams.
         max_stream_clients: concurrent stream clients (both streams together); 503 past it.
+        stream_backlog: messages queued for one stream client; a client that falls this far
+            behind (it stopped reading) is disconnected and counted as dropped.
         prometheus_registry: what ``/metrics`` renders; prometheus-client's default
             ``REGISTRY`` (where ``resilience`` installs its collector) unless given.
     """
@@ -309,6 +356,7 @@ def admin_app(
         protect_reads=protect_reads,
         interval=interval,
         max_stream_clients=max_stream_clients,
+        stream_backlog=stream_backlog,
     )
     reg = registry if registry is not None else default_registry()
     reg.add_metrics_source(CLIENTS)
@@ -323,6 +371,9 @@ def admin_app(
     app[ADMIN_KEY] = admin
     r, w = admin.read, admin.write
     app.router.add_get("/", r(admin.page))
+    # After "/", which wins for "/" when the app is served standalone; mounted at /admin, this
+    # one answers "/admin".
+    app.router.add_get("", admin.to_page)  # a redirect shows nothing: no token needed
     app.router.add_get("/metrics", r(admin.metrics))
     app.router.add_get("/state", r(admin.get_state))
     app.router.add_get("/circuits", r(admin.circuits))

@@ -46,13 +46,22 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         p.add_argument(
             "--grafana-url", default=DEFAULT_GRAFANA_URL, help="base URL of Grafana (panel links)"
         )
-        p.add_argument("--uid", default=DEFAULT_DASHBOARD_UID, help="the dashboard's uid")
+        p.add_argument(
+            "--uid",
+            default=DEFAULT_DASHBOARD_UID,
+            help="the dashboard's uid: at most 40 characters of a-z A-Z 0-9 - _",
+        )
         p.add_argument("--title", default="resilience", help="the dashboard's title")
         p.add_argument(
             "--selector", default="", help='label matchers added to every query, e.g. job="api"'
         )
         p.add_argument(
             "--admin-url", default=None, help="the admin dashboard page, linked from each rule"
+        )
+        p.add_argument(
+            "--runbook-url",
+            default=None,
+            help="runbook_url annotation of every rule; {alert} becomes the alert's name",
         )
         p.add_argument("--circuit-open-for", type=float, default=None, metavar="SECONDS")
         p.add_argument(
@@ -64,19 +73,28 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     return observe
 
 
+# ObserveConfig field -> the command-line option that sets it, for error messages.
+_OPTIONS = {
+    "grafana_url": "--grafana-url",
+    "dashboard_uid": "--uid",
+    "title": "--title",
+    "selector": "--selector",
+    "admin_url": "--admin-url",
+    "runbook_url": "--runbook-url",
+    "error_rate": "--error-rate",
+    "circuit_open_for": "--circuit-open-for",
+}
+
+
 def _run(args: argparse.Namespace) -> int:
-    sys.path.insert(0, "")  # the module is usually the service in the current directory
-    try:
-        importlib.import_module(args.app_module)
-    except ImportError as exc:
-        print(f"resilience observe: cannot import {args.app_module}: {exc}", file=sys.stderr)
-        return 2
+    # Options are checked before the module is imported: a typo costs no service start-up.
     fields: dict[str, Any] = {
         "grafana_url": args.grafana_url,
         "dashboard_uid": args.uid,
         "title": args.title,
         "selector": args.selector,
         "admin_url": args.admin_url,
+        "runbook_url": args.runbook_url,
         "error_rate": args.error_rate,
     }
     if args.circuit_open_for is not None:
@@ -84,7 +102,14 @@ def _run(args: argparse.Namespace) -> int:
     try:
         config = ObserveConfig(**fields)
     except ConfigError as exc:
-        print(f"resilience observe: {exc}", file=sys.stderr)
+        option = _OPTIONS.get(exc.field, exc.field)
+        print(f"resilience observe: {option}: {exc.message}", file=sys.stderr)
+        return 2
+    sys.path.insert(0, "")  # the module is usually the service in the current directory
+    try:
+        importlib.import_module(args.app_module)
+    except ImportError as exc:
+        print(f"resilience observe: cannot import {args.app_module}: {exc}", file=sys.stderr)
         return 2
     reg = default_registry()
     if args.observe_what == "grafana":

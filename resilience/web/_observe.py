@@ -9,6 +9,7 @@ the chart it watches) and the two can never drift apart.
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Iterable
 from typing import Any
 
@@ -28,6 +29,16 @@ __all__ = [
     "watches",
 ]
 
+# Series the rules and panels read. Names are DESIGN.md's Prometheus contract; the families
+# themselves are defined (and exported) by resilience.metrics.
+CIRCUIT_STATE = m.CIRCUIT_STATE  # resilience_circuit_state{dependency, state}
+FAILURE_RATIO = "resilience_circuit_failure_ratio"  # fraction 0..1 over the rolling window
+CONCURRENCY_LIMIT = "resilience_concurrency_limit"  # pool size, permits, or the adaptive limit
+POOL_ACTIVE = m.POOL_ACTIVE  # thread-pool workers running a call (thread isolation only)
+CONCURRENT_CALLS = m.CONCURRENT_CALLS  # permits in use (async and semaphore isolation)
+CACHE_ZONE_UP = m.CACHE_ZONE_UP
+FLAG_SOURCE_LAST_SUCCESS = "resilience_flag_source_last_success_timestamp_seconds"
+
 DEFAULT_GRAFANA_URL = "http://localhost:3000"
 DEFAULT_DASHBOARD_UID = "resilience"
 DEFAULT_CIRCUIT_OPEN_FOR = 60.0
@@ -38,6 +49,8 @@ DEFAULT_ZONE_DOWN_FOR = 60.0
 DEFAULT_FLAG_STALE_AFTER = 600.0
 # An error-rate alert warns at this fraction of the failure rate that trips the breaker.
 DEFAULT_ERROR_RATE_OF_TRIP = 0.5
+# Grafana's rule for a dashboard uid: at most 40 characters of [a-zA-Z0-9-_].
+_UID = re.compile(r"^[a-zA-Z0-9_-]{1,40}$")
 _SELECTOR = re.compile(r'^(\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"[^"]*"\s*,?)*\s*$')
 
 
@@ -65,6 +78,30 @@ def _text(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise ConfigError(attribute.name, f"must be a non-empty string, got {value!r}")
 
 
+def _uid(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str) or not _UID.match(value):
+        raise ConfigError(
+            attribute.name,
+            "Grafana needs a dashboard uid of 1 to 40 characters among a-z, A-Z, 0-9, '-' "
+            f"and '_', got {value!r}",
+        )
+
+
+def _runbook(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise ConfigError(attribute.name, f"must be an http(s) URL or None, got {value!r}")
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+    except ValueError as exc:
+        raise ConfigError(attribute.name, f"unbalanced braces in {value!r}") from exc
+    if not fields <= {"alert"}:
+        raise ConfigError(
+            attribute.name, f"the only placeholder is {{alert}}, got {sorted(fields)} in {value!r}"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class ObserveConfig:
     """What the generated alerts and dashboard need to know beyond the registry.
@@ -75,6 +112,8 @@ class ObserveConfig:
         title: the dashboard's title.
         selector: label matchers added to every query, e.g. ``job="api"``.
         admin_url: the admin app's dashboard page, linked from each rule too (optional).
+        runbook_url: the ``runbook_url`` annotation of every rule (optional); ``{alert}`` in
+            it is replaced by the alert's name, e.g. ``https://wiki/runbooks#{alert}``.
         error_rate: failure rate that raises the error-rate alert; None means
             ``DEFAULT_ERROR_RATE_OF_TRIP`` times each dependency's own ``failure_rate``.
         pool_saturation: fraction of workers (or permits) busy that raises the pool alert.
@@ -83,10 +122,11 @@ class ObserveConfig:
     """
 
     grafana_url: str = attrs.field(default=DEFAULT_GRAFANA_URL, validator=_text)
-    dashboard_uid: str = attrs.field(default=DEFAULT_DASHBOARD_UID, validator=_text)
+    dashboard_uid: str = attrs.field(default=DEFAULT_DASHBOARD_UID, validator=_uid)
     title: str = attrs.field(default="resilience", validator=_text)
     selector: str = attrs.field(default="", validator=_selector)
     admin_url: str | None = None
+    runbook_url: str | None = attrs.field(default=None, validator=_runbook)
     error_rate: float | None = attrs.field(default=None, validator=_fraction)
     pool_saturation: float = attrs.field(default=DEFAULT_POOL_SATURATION, validator=_fraction)
     flag_stale_after: float = attrs.field(default=DEFAULT_FLAG_STALE_AFTER, validator=_positive)
@@ -146,8 +186,8 @@ def watches(reg: Registry | None = None, config: ObserveConfig | None = None) ->
             Watch(
                 alert="ResilienceCircuitOpen",
                 title=f"{name}: circuit open",
-                condition=f"max without(state) ({m.CIRCUIT_STATE}{opened} == 1)",
-                plots=((f"{m.CIRCUIT_STATE}{s}", "{{state}}"),),
+                condition=f"max without(state) ({CIRCUIT_STATE}{opened} == 1)",
+                plots=((f"{CIRCUIT_STATE}{s}", "{{state}}"),),
                 for_seconds=config.circuit_open_for,
                 severity="page",
                 summary=f"Circuit of {name} is open: calls are short-circuited to fallbacks.",
@@ -163,9 +203,9 @@ def watches(reg: Registry | None = None, config: ObserveConfig | None = None) ->
         out.append(
             Watch(
                 alert="ResilienceErrorRate",
-                title=f"{name}: error rate",
-                condition=f"{m.CIRCUIT_FAILURE_RATE}{s} >= {threshold:g}",
-                plots=((f"{m.CIRCUIT_FAILURE_RATE}{s}", "failure rate"),),
+                title=f"{name}: failure ratio",
+                condition=f"{FAILURE_RATIO}{s} >= {threshold:g}",
+                plots=((f"{FAILURE_RATIO}{s}", "failure ratio"),),
                 for_seconds=config.error_rate_for,
                 severity="warning",
                 summary=f"{name} fails {{{{ $value | humanizePercentage }}}} of calls "
@@ -175,17 +215,16 @@ def watches(reg: Registry | None = None, config: ObserveConfig | None = None) ->
                 threshold=threshold,
             )
         )
-        pool_size = f"{m.LIMIT}{_sel(config, dependency=name, limit='pool_size')}"
-        permits = f"{m.LIMIT}{_sel(config, dependency=name, limit='max_concurrent')}"
-        busy_pool = f"{m.POOL_ACTIVE}{s} / ignoring(limit) {pool_size}"
-        busy_permits = f"{m.CONCURRENT_CALLS}{s} / ignoring(limit) {permits}"
+        # Thread isolation reports busy pool workers, async and semaphore isolation permits in
+        # use: whichever the dependency has, over the one limit it runs under.
+        busy = f"({POOL_ACTIVE}{s} or {CONCURRENT_CALLS}{s}) / {CONCURRENCY_LIMIT}{s}"
         sat = config.pool_saturation
         out.append(
             Watch(
                 alert="ResiliencePoolSaturated",
                 title=f"{name}: bulkhead saturation",
-                condition=f"({busy_pool}) >= {sat:g} or ({busy_permits}) >= {sat:g}",
-                plots=((busy_pool, "thread pool"), (busy_permits, "permits")),
+                condition=f"{busy} >= {sat:g}",
+                plots=((busy, "busy fraction"),),
                 for_seconds=config.pool_for,
                 severity="warning",
                 summary=f"{name}'s bulkhead is {{{{ $value | humanizePercentage }}}} busy: "
@@ -200,24 +239,26 @@ def watches(reg: Registry | None = None, config: ObserveConfig | None = None) ->
         Watch(
             alert="ResilienceCacheZoneDown",
             title="cache zones up",
-            condition=f"{m.CACHE_ZONE_UP}{zone} == 0",
-            plots=((f"{m.CACHE_ZONE_UP}{zone}", "{{cache}} {{zone}}"),),
+            condition=f"{CACHE_ZONE_UP}{zone} == 0",
+            plots=((f"{CACHE_ZONE_UP}{zone}", "{{cache}} {{zone}}"),),
             for_seconds=config.zone_down_for,
             severity="warning",
             summary="Cache {{ $labels.cache }} zone {{ $labels.zone }} is down: "
             "reads go to other zones.",
         )
     )
-    stale = f"time() - {m.FLAG_LAST_UPDATE}{zone}"
+    # The time of the last successful check, not of the last change: a healthy source whose
+    # document did not change is not stale.
+    stale = f"time() - {FLAG_SOURCE_LAST_SUCCESS}{zone}"
     out.append(
         Watch(
             alert="ResilienceFlagSourceStale",
-            title="flag source age",
+            title="flag source: time since last successful check",
             condition=f"{stale} > {config.flag_stale_after:g}",
             plots=((stale, "{{source}}"),),
             for_seconds=0.0,
             severity="warning",
-            summary="Flag source {{ $labels.source }} has not refreshed for "
+            summary="Flag source {{ $labels.source }} has not been read successfully for "
             "{{ $value | humanizeDuration }}: flags keep their last good state.",
             unit="s",
             threshold=config.flag_stale_after,
@@ -246,11 +287,16 @@ def alert_rules(reg: Registry | None = None, config: ObserveConfig | None = None
     config = config if config is not None else ObserveConfig()
     rules = []
     for panel_id, w in _panel_ids(watches(reg, config)):
+        # __dashboardUid__ and __panelId__ are how Grafana links an alert to its panel.
         annotations = {
             "summary": w.summary,
             "dashboard": panel_url(config, panel_id),
             "panel": w.title,
+            "__dashboardUid__": config.dashboard_uid,
+            "__panelId__": str(panel_id),
         }
+        if config.runbook_url is not None:
+            annotations["runbook_url"] = config.runbook_url.format(alert=w.alert)
         if config.admin_url:
             annotations["admin"] = config.admin_url
         rule: dict[str, Any] = {"alert": w.alert, "expr": w.condition}
@@ -311,7 +357,15 @@ def grafana_dashboard(
                     },
                     "overrides": [],
                 },
-                "options": {"legend": {"displayMode": "list", "placement": "bottom"}},
+                "options": {
+                    "legend": {
+                        "displayMode": "list",
+                        "placement": "bottom",
+                        "showLegend": True,
+                        "calcs": [],
+                    },
+                    "tooltip": {"mode": "multi", "sort": "none"},
+                },
             }
         )
     return {
@@ -330,7 +384,20 @@ def grafana_dashboard(
                     "label": "Prometheus",
                     "type": "datasource",
                     "query": "prometheus",
-                    "current": {},
+                }
+            ]
+        },
+        # Grafana's own annotation query: alert state changes drawn on every panel.
+        "annotations": {
+            "list": [
+                {
+                    "builtIn": 1,
+                    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+                    "enable": True,
+                    "hide": True,
+                    "iconColor": "rgba(0, 211, 255, 1)",
+                    "name": "Annotations & Alerts",
+                    "type": "dashboard",
                 }
             ]
         },

@@ -7,7 +7,6 @@ nothing else, so building a view never stops a protected call.
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
@@ -30,7 +29,6 @@ log = logging.getLogger("resilience.web")
 # Quantiles shown for latency: the dashboard's p50/p99 and Hystrix's percentile keys.
 _HYSTRIX_PERCENTILES = ("0", "25", "50", "75", "90", "95", "99", "99.5", "100")
 _OPEN_STATES = (State.OPEN, State.FORCED_OPEN)
-_HOST = socket.gethostname()
 
 
 class HasStatus(Protocol):
@@ -130,13 +128,26 @@ def _group(name: str) -> str:
     return name.split(".", 1)[0]
 
 
+def _error_percentage(errors: int, requests: int) -> int:
+    # Hystrix: (int) ((double) errorCount / totalCount * 100), truncated toward zero.
+    return int(errors / requests * 100) if requests else 0
+
+
 def hystrix_command(dep: Dependency) -> dict[str, Any]:
-    """One ``HystrixCommand`` message of Hystrix's metrics stream, from a dependency."""
+    """One ``HystrixCommand`` message of Hystrix's metrics stream, from a dependency.
+
+    Field names and JSON types are those of Hystrix's own serializer. ``requestCount``,
+    ``errorCount`` and ``errorPercentage`` are Hystrix's HealthCounts: short-circuited calls are
+    in neither, and the percentage is truncated. A dependency reports THREAD isolation once a
+    sync call gave it a thread pool, SEMAPHORE otherwise (async and semaphore dependencies), and
+    its rejections as thread-pool or semaphore rejections accordingly.
+    """
     policy = dep.policy
     snap = dep.window.snapshot()
     c = dict(zip(OUTCOMES, snap.counts, strict=True))
-    errors = c["failure"] + c["timeout"] + c["short_circuited"] + c["rejected"]
-    requests = snap.calls + c["short_circuited"] + c["rejected"]
+    # Hystrix's HealthCounts: short-circuited calls count in neither total nor errors.
+    errors = c["failure"] + c["timeout"] + c["rejected"]
+    requests = snap.calls + c["rejected"]
     latency = {}
     for key in _HYSTRIX_PERCENTILES:
         value = snap.percentile(float(key) / 100.0)
@@ -144,14 +155,16 @@ def hystrix_command(dep: Dependency) -> dict[str, Any]:
     mean = round(snap.latency_sum / snap.calls * 1000.0) if snap.calls else 0
     state = dep.state
     window_ms = round(policy.window * 1000.0)
-    thread = policy.isolation == "thread"
+    # A dependency only runs on threads once a sync call made its pool; async (and semaphore)
+    # ones never have one, and their rejections are the semaphore's.
+    thread = dep.pool is not None
     return {
         "type": "HystrixCommand",
         "name": dep.name,
         "group": _group(dep.name),
         "currentTime": int(time.time() * 1000),
         "isCircuitBreakerOpen": state in _OPEN_STATES or state is State.HALF_OPEN,
-        "errorPercentage": round(100.0 * errors / requests) if requests else 0,
+        "errorPercentage": _error_percentage(errors, requests),
         "errorCount": errors,
         "requestCount": requests,
         "rollingCountBadRequests": c["ignored"],
@@ -228,5 +241,4 @@ def hystrix_pool(dep: Dependency) -> dict[str, Any] | None:
             dep.policy.window * 1000.0
         ),
         "reportingHosts": 1,
-        "host": _HOST,
     }

@@ -2,6 +2,7 @@
 "use strict";
 
 const HISTORY = 60; // points kept per sparkline
+const MAX_EVENTS = 200; // state changes listed; a flapping circuit must not grow the page forever
 const history = new Map(); // circuit name -> [{rate, errors}]
 let source = null;
 let lastFlags = "";
@@ -26,37 +27,89 @@ function fmt(n, digits) {
   return Number(n).toFixed(digits);
 }
 
-function sparkline(points) {
+// Circuits: one tile per dependency, built once and updated in place. Only tiles in (or near)
+// the scrolled view are redrawn on a tick, so the cost of an update stays the same at 20 or 500
+// dependencies; the others catch up when they scroll into view.
+const tiles = new Map(); // name -> {node, state, rate, errors, p50, p99, sc, rej, rateLine, errLine}
+const latest = new Map(); // name -> the circuit's last state message
+const inView = new Set();
+const SEVERITY = { open: 0, forced_open: 1, half_open: 2, forced_closed: 3, closed: 4 };
+const observer = "IntersectionObserver" in window
+  ? new IntersectionObserver((entries) => {
+    for (const e of entries) {
+      const name = e.target.dataset.circuit;
+      if (e.isIntersecting) {
+        inView.add(name);
+        const t = tiles.get(name), c = latest.get(name);
+        if (t && c) updateTile(t, c);
+      } else inView.delete(name);
+    }
+  }, { root: $("circuits"), rootMargin: "300px 0px" })
+  : null;
+
+function setText(node, text) { if (node.textContent !== text) node.textContent = text; }
+
+function makeTile(name) {
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("class", "spark");
   svg.setAttribute("viewBox", `0 0 ${HISTORY - 1} 30`);
   svg.setAttribute("preserveAspectRatio", "none");
-  const maxRate = Math.max(1e-9, ...points.map((p) => p.rate));
-  const line = (cls, y) => {
-    const pl = document.createElementNS(ns, "polyline");
-    pl.setAttribute("class", cls);
-    const off = HISTORY - points.length;
-    pl.setAttribute("points", points.map((p, i) => `${off + i},${(30 - y(p) * 28 - 1).toFixed(2)}`).join(" "));
-    svg.append(pl);
-  };
-  line("rate", (p) => p.rate / maxRate);
-  line("errors", (p) => p.errors);
-  return svg;
+  const rateLine = document.createElementNS(ns, "polyline");
+  rateLine.setAttribute("class", "rate");
+  const errLine = document.createElementNS(ns, "polyline");
+  errLine.setAttribute("class", "errors");
+  svg.append(rateLine, errLine);
+  const dd = (cls) => el("dd", cls ? { class: cls } : {});
+  const t = { state: el("span", { class: "state" }), rate: dd("rate"), errors: dd("error-rate"),
+    p50: dd("p50"), p99: dd("p99"), sc: dd(), rej: dd(), rateLine, errLine };
+  t.node = el("div", { class: "tile", id: `circuit-${name}`, "data-circuit": name },
+    el("h3", {}, name, " ", t.state),
+    el("dl", {},
+      el("dt", {}, "rate"), t.rate, el("dt", {}, "errors"), t.errors,
+      el("dt", {}, "p50"), t.p50, el("dt", {}, "p99"), t.p99,
+      el("dt", {}, "short-circuited"), t.sc, el("dt", {}, "rejected"), t.rej),
+    svg);
+  if (observer) observer.observe(t.node);
+  return t;
 }
 
-function tile(c) {
-  const points = history.get(c.name) || [];
-  return el("div", { class: `tile state-${c.state}`, id: `circuit-${c.name}`, "data-circuit": c.name },
-    el("h3", {}, c.name, " ", el("span", { class: "state" }, c.state.replace("_", " "))),
-    el("dl", {},
-      el("dt", {}, "rate"), el("dd", { class: "rate" }, `${fmt(c.rate, 1)}/s`),
-      el("dt", {}, "errors"), el("dd", { class: "error-rate" }, `${fmt(c.error_rate * 100, 1)}%`),
-      el("dt", {}, "p50"), el("dd", { class: "p50" }, `${fmt(c.latency_ms.p50, 1)} ms`),
-      el("dt", {}, "p99"), el("dd", { class: "p99" }, `${fmt(c.latency_ms.p99, 1)} ms`),
-      el("dt", {}, "short-circuited"), el("dd", {}, c.counts.short_circuited),
-      el("dt", {}, "rejected"), el("dd", {}, c.counts.rejected)),
-    sparkline(points));
+function points(list, y) {
+  const off = HISTORY - list.length;
+  return list.map((p, i) => `${off + i},${(30 - y(p) * 28 - 1).toFixed(2)}`).join(" ");
+}
+
+function updateTile(t, c) {
+  const cls = `tile state-${c.state}`;
+  if (t.node.className !== cls) t.node.className = cls;
+  setText(t.state, c.state.replace("_", " "));
+  setText(t.rate, `${fmt(c.rate, 1)}/s`);
+  setText(t.errors, `${fmt(c.error_rate * 100, 1)}%`);
+  setText(t.p50, `${fmt(c.latency_ms.p50, 1)} ms`);
+  setText(t.p99, `${fmt(c.latency_ms.p99, 1)} ms`);
+  setText(t.sc, String(c.counts.short_circuited));
+  setText(t.rej, String(c.counts.rejected));
+  const hist = history.get(c.name) || [];
+  const maxRate = Math.max(1e-9, ...hist.map((p) => p.rate));
+  t.rateLine.setAttribute("points", points(hist, (p) => p.rate / maxRate));
+  t.errLine.setAttribute("points", points(hist, (p) => p.errors));
+}
+
+function filterText() { return $("filter").value.trim().toLowerCase(); }
+
+function applyFilter() {
+  const f = filterText();
+  let shown = 0;
+  for (const [name, t] of tiles) {
+    const hide = f !== "" && !name.toLowerCase().includes(f);
+    if (t.node.hidden !== hide) t.node.hidden = hide;
+    if (!hide) shown += 1;
+  }
+  for (const [name, row] of poolRows) {
+    const hide = f !== "" && !name.toLowerCase().includes(f);
+    if (row.tr.hidden !== hide) row.tr.hidden = hide;
+  }
+  setText($("shown"), f ? `${shown} of ${tiles.size} shown` : "");
 }
 
 function drawCircuits(circuits) {
@@ -67,49 +120,129 @@ function drawCircuits(circuits) {
     history.set(c.name, points);
   }
   const box = $("circuits");
+  const names = new Set(circuits.map((c) => c.name));
+  for (const [name, t] of tiles) {
+    if (names.has(name)) continue;
+    if (observer) observer.unobserve(t.node);
+    tiles.delete(name); latest.delete(name); history.delete(name); inView.delete(name);
+  }
   if (!circuits.length) {
     box.replaceChildren(el("p", { class: "empty" }, "no dependencies registered"));
+    setText($("summary"), "");
     return;
   }
-  box.replaceChildren(...circuits.map(tile));
+  let open = 0;
+  const fresh = new Set();
+  for (const c of circuits) {
+    latest.set(c.name, c);
+    if (!tiles.has(c.name)) { tiles.set(c.name, makeTile(c.name)); fresh.add(c.name); }
+    if (c.open) open += 1;
+  }
+  // Trouble first: open circuits lead, then half-open, then the rest by name.
+  const order = [...circuits].sort((a, b) => (SEVERITY[a.state] ?? 5) - (SEVERITY[b.state] ?? 5)
+    || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const nodes = order.map((c) => tiles.get(c.name).node);
+  const current = box.children;
+  if (current.length !== nodes.length || nodes.some((n, i) => current[i] !== n)) box.replaceChildren(...nodes);
+  for (const c of circuits) {
+    if (fresh.has(c.name) || !observer || inView.has(c.name)) updateTile(tiles.get(c.name), c);
+  }
+  setText($("summary"), `${circuits.length} dependencies, ${open} open`);
+  applyFilter();
 }
+
+// Pools: one row per dependency with a thread pool, updated in place.
+const poolRows = new Map(); // name -> {tr, cells}
+const POOL_FIELDS = ["running", "queued", "abandoned", "pool_size", "queue_size", "executed"];
 
 function drawPools(pools) {
-  const rows = Object.entries(pools).map(([name, p]) => el("tr", { "data-pool": name },
-    el("td", {}, name), el("td", {}, p.running), el("td", {}, p.queued), el("td", {}, p.abandoned),
-    el("td", {}, p.pool_size), el("td", {}, p.queue_size), el("td", {}, p.executed)));
-  $("pools").tBodies[0].replaceChildren(...rows);
+  const body = $("pools").tBodies[0];
+  const names = Object.keys(pools).sort();
+  for (const [name, row] of poolRows) if (!(name in pools)) { row.tr.remove(); poolRows.delete(name); }
+  let changed = false;
+  for (const name of names) {
+    let row = poolRows.get(name);
+    if (!row) {
+      const cells = POOL_FIELDS.map(() => el("td", {}));
+      row = { tr: el("tr", { "data-pool": name }, el("td", {}, name), ...cells), cells };
+      poolRows.set(name, row);
+      changed = true;
+    }
+    const p = pools[name] || {};
+    POOL_FIELDS.forEach((f, i) => setText(row.cells[i], p[f] === undefined || p[f] === null ? "–" : String(p[f])));
+  }
+  if (changed) body.replaceChildren(...names.map((n) => poolRows.get(n).tr));
 }
 
-function zoneRows(zones) {
-  const entries = Array.isArray(zones) ? zones.map((z, i) => [z.name || z.zone || String(i), z]) : Object.entries(zones);
-  return entries.map(([name, z]) => {
-    const info = typeof z === "object" && z !== null ? z : { value: z };
-    const up = info.up === undefined ? null : Boolean(info.up);
-    const rate = info.hit_rate != null ? `${fmt(info.hit_rate * 100, 1)}%` : "–";
-    const rest = Object.entries(info).filter(([k]) => !["up", "hit_rate", "name", "zone"].includes(k))
-      .map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ");
-    return el("tr", { "data-zone": name },
-      el("td", {}, name),
-      el("td", { class: up === null ? "" : up ? "zone-up" : "zone-down" }, up === null ? "?" : up ? "up" : "down"),
-      el("td", {}, rate), el("td", {}, rest));
-  });
+// Cache zones: a table per cache (zone, state, hit ratio, errors), like the pools table.
+const UP_STATES = new Set(["closed", "forced_closed"]);
+const DOWN_STATES = new Set(["open", "forced_open"]);
+
+function zoneList(zones) {
+  if (Array.isArray(zones)) return zones.map((z, i) => [String((z && (z.name || z.zone)) || i), z]);
+  return zones && typeof zones === "object" ? Object.entries(zones) : [];
 }
+
+function zoneCells(z) {
+  const info = z && typeof z === "object" ? z : {};
+  let state = typeof info.state === "string" ? info.state : null;
+  if (state === null && info.up !== undefined) state = info.up ? "up" : "down";
+  const cls = state === null ? "" : UP_STATES.has(state) || state === "up" ? "zone-up"
+    : DOWN_STATES.has(state) || state === "down" ? "zone-down" : "zone-half";
+  const ratio = typeof info.hit_ratio === "number" ? info.hit_ratio
+    : typeof info.hit_rate === "number" ? info.hit_rate : null;
+  const errors = typeof info.errors === "number" ? String(info.errors) : "–";
+  return { state: state === null ? "?" : state.replace("_", " "), cls,
+    ratio: ratio === null ? "–" : `${fmt(ratio * 100, 1)}%`, errors };
+}
+
+const cacheTables = new Map(); // cache name -> {node, body, message, rows: Map(zone -> cells)}
 
 function drawCaches(caches) {
-  const names = Object.keys(caches);
+  const box = $("caches");
+  const names = Object.keys(caches || {}).sort();
   if (!names.length) {
-    $("caches").replaceChildren(el("p", { class: "empty" }, "no caches"));
+    if (cacheTables.size) box.replaceChildren(el("p", { class: "empty" }, "no caches"));
+    cacheTables.clear();
     return;
   }
-  $("caches").replaceChildren(...names.map((name) => {
+  let changed = false;
+  for (const name of [...cacheTables.keys()]) if (!names.includes(name)) { cacheTables.delete(name); changed = true; }
+  for (const name of names) {
+    let t = cacheTables.get(name);
+    if (!t) {
+      const body = el("tbody", {});
+      const message = el("p", { class: "empty" });
+      const table = el("table", { "data-cache": name },
+        el("thead", {}, el("tr", {}, el("th", {}, "zone"), el("th", {}, "state"), el("th", {}, "hit ratio"), el("th", {}, "errors"))),
+        body);
+      t = { node: el("div", { class: "caches" }, el("h3", {}, name), message, table), body, message, rows: new Map() };
+      cacheTables.set(name, t);
+      changed = true;
+    }
     const st = caches[name] || {};
-    const zones = st.zones || {};
-    const table = el("table", { "data-cache": name },
-      el("thead", {}, el("tr", {}, el("th", {}, "zone"), el("th", {}, "state"), el("th", {}, "hit rate"), el("th", {}, "details"))),
-      el("tbody", {}, ...zoneRows(zones)));
-    return el("div", {}, el("h3", {}, name), table);
-  }));
+    setText(t.message, typeof st.error === "string" ? st.error : "");
+    const zones = zoneList(st.zones);
+    const seen = new Set(zones.map(([z]) => z));
+    let rowsChanged = false;
+    for (const [zone, row] of t.rows) if (!seen.has(zone)) { t.rows.delete(zone); rowsChanged = true; }
+    for (const [zone, info] of zones) {
+      let row = t.rows.get(zone);
+      if (!row) {
+        row = { state: el("td", {}), ratio: el("td", { class: "hit-ratio" }), errors: el("td", { class: "errors" }) };
+        row.tr = el("tr", { "data-zone": zone }, el("td", {}, zone), row.state, row.ratio, row.errors);
+        t.rows.set(zone, row);
+        rowsChanged = true;
+      }
+      const cells = zoneCells(info);
+      setText(row.state, cells.state);
+      if (row.state.className !== cells.cls) row.state.className = cells.cls;
+      setText(row.ratio, cells.ratio);
+      setText(row.errors, cells.errors);
+    }
+    if (rowsChanged) t.body.replaceChildren(...zones.map(([z]) => t.rows.get(z).tr));
+  }
+  if (changed) box.replaceChildren(...names.map((n) => cacheTables.get(n).node));
 }
 
 function flagEntries(status) {
@@ -186,7 +319,9 @@ function onState(state) {
 
 function onChange(change) {
   const item = el("li", {}, `${new Date(change.time * 1000).toLocaleTimeString()} ${change.dependency}: ${change.old} → ${change.new} (${change.reason})`);
-  $("events").prepend(item);
+  const events = $("events");
+  events.prepend(item);
+  while (events.children.length > MAX_EVENTS) events.lastElementChild.remove();
   const t = document.querySelector(`[data-circuit="${CSS.escape(change.dependency)}"]`);
   if (t) {
     t.className = `tile state-${change.new}`;
@@ -204,6 +339,7 @@ function connect() {
   source.addEventListener("state_change", (e) => onChange(JSON.parse(e.data)));
 }
 
+$("filter").addEventListener("input", applyFilter);
 $("token").value = sessionStorage.getItem("resilience-admin-token") || "";
 $("token").addEventListener("change", () => {
   sessionStorage.setItem("resilience-admin-token", token());

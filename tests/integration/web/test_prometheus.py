@@ -21,7 +21,11 @@ from tests.support import find_binary, free_port
 pytestmark = pytest.mark.integration
 
 CONFIG = ObserveConfig(
-    grafana_url="http://grafana.test", dashboard_uid="svc", circuit_open_for=1.0, error_rate_for=1.0
+    grafana_url="http://grafana.test",
+    dashboard_uid="svc",
+    circuit_open_for=1.0,
+    error_rate_for=1.0,
+    runbook_url="https://runbooks.test/resilience#{alert}",
 )
 
 
@@ -168,4 +172,9 @@ def test_circuit_open_alert_fires_in_prometheus(
     alert = firing[0]
     assert alert["labels"]["dependency"] == "ratings"
     assert alert["labels"]["severity"] == "page"
-    assert alert["annotations"]["dashboard"].startswith("http://grafana.test/d/svc/")
+    annotations = alert["annotations"]
+    assert annotations["dashboard"].startswith("http://grafana.test/d/svc/")
+    # what Grafana reads to link the alert to its panel, and the runbook
+    assert annotations["__dashboardUid__"] == "svc"
+    assert annotations["dashboard"].endswith(f"viewPanel={annotations['__panelId__']}")
+    assert annotations["runbook_url"] == "https://runbooks.test/resilience#ResilienceCircuitOpen"

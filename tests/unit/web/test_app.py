@@ -21,6 +21,9 @@ class FakeFlags:
     def __init__(self) -> None:
         self.values: dict[str, Any] = {"kill-recs": {"on": False}}
 
+    def __contains__(self, name: str) -> bool:
+        return name in self.values
+
     def status(self) -> dict[str, Any]:
         return {"flags": self.values}
 
@@ -97,6 +100,20 @@ async def test_flag_writes_need_the_token(client: TestClient[Any, Any], flags: F
     assert flags.values["kill-recs"] == {"on": False}
 
 
+async def test_unknown_flag_is_404_unless_created(
+    client: TestClient[Any, Any], flags: FakeFlags
+) -> None:
+    auth = {"Authorization": "Bearer s3cret"}
+    resp = await client.post("/flags/kill-rec", json={"value": True}, headers=auth)  # a typo
+    assert resp.status == 404 and "create" in await resp.text()
+    assert "kill-rec" not in flags.values
+    assert (await client.delete("/flags/kill-rec", headers=auth)).status == 404
+    resp = await client.post(
+        "/flags/new-ranking", json={"value": True, "create": True}, headers=auth
+    )
+    assert resp.status == 200 and flags.values["new-ranking"]["on"] is True
+
+
 async def test_force_circuit_needs_the_token(
     client: TestClient[Any, Any], fresh_registry: Registry
 ) -> None:
@@ -138,7 +155,12 @@ def test_options_validated() -> None:
     with pytest.raises(ConfigError) as info:
         admin_app(protect_reads=True)
     assert info.value.field == "protect_reads"
-    for field, value in (("interval", 0), ("max_stream_clients", 0), ("token", "")):
+    for field, value in (
+        ("interval", 0),
+        ("max_stream_clients", 0),
+        ("stream_backlog", 0),
+        ("token", ""),
+    ):
         with pytest.raises(ConfigError) as info:
             admin_app(**{field: value})
         assert info.value.field == field

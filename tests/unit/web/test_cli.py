@@ -59,3 +59,20 @@ def test_bad_module_and_bad_option(capsys: pytest.CaptureFixture[str]) -> None:
     args = _parser().parse_args(["observe", "alerts", "json", "--selector", "nonsense"])
     assert args.handler(args) == 2
     assert "selector" in capsys.readouterr().err
+
+
+def test_bad_uid_is_a_clear_error_before_importing(capsys: pytest.CaptureFixture[str]) -> None:
+    # the module does not exist: the option is refused first, naming the option
+    args = _parser().parse_args(["observe", "grafana", "no_such_module_here", "--uid", "a/b"])
+    assert args.handler(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("resilience observe: --uid: ") and "40 characters" in err
+
+
+def test_runbook_url_option(app_module: str, capsys: pytest.CaptureFixture[str]) -> None:
+    args = _parser().parse_args(
+        ["observe", "alerts", app_module, "--json", "--runbook-url", "https://rb.example/{alert}"]
+    )
+    assert args.handler(args) == 0
+    rules = json.loads(capsys.readouterr().out)["groups"][0]["rules"]
+    assert rules[0]["annotations"]["runbook_url"] == f"https://rb.example/{rules[0]['alert']}"

@@ -39,7 +39,47 @@ def test_every_rule_links_to_the_panel_that_shows_it(fresh_registry: Registry) -
         panel = panels[int(match.group(1))]
         assert panel["title"] == rule["annotations"]["panel"]
         assert rule["expr"] in panel["description"]  # the panel names the alert it backs
+        # Grafana's own link from an alert to its panel: string annotations
+        assert rule["annotations"]["__dashboardUid__"] == "svc"
+        assert rule["annotations"]["__panelId__"] == match.group(1)
+        assert "runbook_url" not in rule["annotations"]  # only when configured
     assert panel_url(config, 3).endswith("viewPanel=3")
+
+
+def test_runbook_url_per_alert(fresh_registry: Registry) -> None:
+    _deps(fresh_registry)
+    config = ObserveConfig(runbook_url="https://wiki.example/runbooks#{alert}")
+    rules = alert_rules(fresh_registry, config)["groups"][0]["rules"]
+    assert {r["annotations"]["runbook_url"] for r in rules} == {
+        f"https://wiki.example/runbooks#{name}"
+        for name in (
+            "ResilienceCircuitOpen",
+            "ResilienceErrorRate",
+            "ResiliencePoolSaturated",
+            "ResilienceCacheZoneDown",
+            "ResilienceFlagSourceStale",
+        )
+    }
+    plain = ObserveConfig(runbook_url="https://wiki.example/resilience")
+    rules = alert_rules(fresh_registry, plain)["groups"][0]["rules"]
+    assert {r["annotations"]["runbook_url"] for r in rules} == {"https://wiki.example/resilience"}
+
+
+def test_rules_read_the_prometheus_contract_names(fresh_registry: Registry) -> None:
+    _deps(fresh_registry)
+    exprs = {
+        (r["alert"], r["labels"].get("dependency")): r["expr"]
+        for r in alert_rules(fresh_registry)["groups"][0]["rules"]
+    }
+    assert "resilience_circuit_failure_ratio{" in exprs[("ResilienceErrorRate", "ratings")]
+    saturated = exprs[("ResiliencePoolSaturated", "ratings")]
+    assert "resilience_concurrency_limit{" in saturated and "resilience_limit" not in saturated
+    # stale means no successful check lately, not no change lately
+    stale = exprs[("ResilienceFlagSourceStale", None)]
+    assert stale.startswith("time() - resilience_flag_source_last_success_timestamp_seconds")
+    every = " ".join(exprs.values())
+    for old in ("resilience_limit{", "_failure_rate{", "resilience_flag_last_update"):
+        assert old not in every
 
 
 def test_rule_expressions(fresh_registry: Registry) -> None:
@@ -84,9 +124,23 @@ def test_dashboard_shape(fresh_registry: Registry) -> None:
         ("error_rate", 1.5),
         ("circuit_open_for", -1),
         ("grafana_url", ""),
+        ("dashboard_uid", "a" * 41),
+        ("dashboard_uid", "my uid"),
+        ("dashboard_uid", "svc/prod"),
+        ("dashboard_uid", ""),
+        ("runbook_url", "wiki/runbooks"),
+        ("runbook_url", "https://wiki/{dependency}"),
+        ("runbook_url", "https://wiki/{alert"),
     ],
 )
 def test_config_validation_names_the_field(field: str, value: object) -> None:
     with pytest.raises(ConfigError) as info:
         ObserveConfig(**{field: value})
     assert info.value.field == field
+
+
+def test_grafana_uid_rule() -> None:
+    for uid in ("a" * 40, "svc-prod_1", "X"):
+        assert ObserveConfig(dashboard_uid=uid).dashboard_uid == uid
+    with pytest.raises(ConfigError, match="40 characters"):
+        ObserveConfig(dashboard_uid="é")
