@@ -1,4 +1,4 @@
-"""Issue 16, cache section: the probes that broke the cache, as regression tests (real memcached)."""
+"""Issue 16, cache section: the probes that broke the cache, as regression tests."""
 
 from __future__ import annotations
 
