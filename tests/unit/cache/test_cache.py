@@ -576,3 +576,102 @@ def test_three_failures_in_a_row_open_a_zone_behind_healthy_traffic() -> None:
     for _ in range(3):
         assert off.get("k") == "v"
     assert off.dependency("a").state is State.CLOSED
+
+
+# -- issue 13/15: decoration-time errors, signatures, names, status shape -------------------
+
+
+def test_cached_refuses_the_wrong_kind_of_loader_at_decoration_time() -> None:
+    import functools
+
+    sync_cache = make()
+    async_cache = AsyncFakeCache(ZONES, name="default")
+
+    async def aload(uid: int) -> int:
+        return uid
+
+    def load(uid: int) -> int:
+        return uid
+
+    for wrong in (aload, functools.partial(aload)):
+        with pytest.raises(ConfigError) as info:
+            sync_cache.cached(key=str)(wrong)
+        assert info.value.field == "cached" and "AsyncReplicatedCache" in str(info.value)
+    with pytest.raises(ConfigError, match=r"ReplicatedCache\.cached"):
+        async_cache.cached(key=str)(load)
+
+
+def test_cache_classes_show_their_real_keyword_signature() -> None:
+    import inspect
+
+    for cls in (cache_pkg.ReplicatedCache, cache_pkg.AsyncReplicatedCache):
+        params = inspect.signature(cls).parameters
+        assert "args" not in params and "kwargs" not in params
+        assert params["name"].default is inspect.Parameter.empty  # required
+        assert params["name"].kind is inspect.Parameter.KEYWORD_ONLY
+        for option in ("local_zone", "timeout", "write_policy", "acquire_timeout", "batch_window"):
+            assert option in params
+    with pytest.raises(TypeError, match="name"):
+        FakeCache(ZONES)  # type: ignore[call-arg]
+
+
+def test_two_caches_one_name_different_zones_is_a_config_error() -> None:
+    first = make(name="users")
+    twin = make(name="users")  # same zones: allowed, they share the zones' breakers
+    other = {"a": ["10.9.9.9:11211"]}
+    with pytest.raises(ConfigError) as info:
+        FakeCache(other, name="users")
+    assert info.value.field == "name"
+    assert FakeCache(other, name="users2").name == "users2"
+    first.close()
+    twin.close()
+    assert FakeCache(other, name="users").name == "users"  # closed caches free their name
+
+
+def test_status_zone_shape_for_the_dashboard() -> None:
+    c = make()
+    c.set("k", "v")
+    c.get("k")
+    fail_zone("b")
+    c.set("k2", "v")
+    zone = c.status()["zones"]["b"]
+    for key in ("state", "hit_ratio", "errors", "catch_up", "in_flight", "acquire_timeouts"):
+        assert key in zone
+    assert zone["errors"] == 1 and zone["catch_up"]["pending"] == 1
+    assert c.status()["degraded_writes"] == 1
+
+
+def test_all_minus_1_waits_for_the_local_zone_before_returning() -> None:
+    c = make(timeout=2.0)
+    gate = threading.Event()
+    for s in zone_servers("a"):
+        s.gate = gate
+    threading.Timer(0.05, gate.set).start()
+    t0 = time.monotonic()
+    result = c.set("k", "v")  # b and c answer first; the local zone a is still waited for
+    assert time.monotonic() - t0 >= 0.04
+    assert "a" in result.acknowledged and result.ok
+    assert c.get("k") == "v"
+
+
+async def test_async_callers_past_the_zone_limit_wait_instead_of_missing() -> None:
+    c = AsyncFakeCache(ZONES, name="narrow", max_concurrent=2, batch_window=None)
+    await c.set("k", "v")
+    got = await asyncio.gather(*(c.get("k") for _ in range(50)))
+    assert got == ["v"] * 50
+    assert c.stats.acquire_timeouts == {"a": 0, "b": 0, "c": 0}
+    assert zone_gets("b") == 0  # never failed over: every caller waited for zone a
+
+
+async def test_async_waiting_past_acquire_timeout_skips_the_zone_uncounted() -> None:
+    c = AsyncFakeCache(
+        ZONES, name="tiny", max_concurrent=1, batch_window=None, acquire_timeout=0.001
+    )
+    await c.set("k", "v")
+    gate = c._zones["a"].gate
+    gate.try_acquire()  # someone holds zone a's only permit
+    assert await c.get("k") == "v"  # zone b answered
+    gate.release()
+    assert c.stats.acquire_timeouts["a"] == 1
+    assert c.dependency("a").window.totals().count(OUTCOMES.index("failure")) == 0
+    assert c.dependency("a").state is State.CLOSED
