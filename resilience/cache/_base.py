@@ -151,7 +151,9 @@ class CacheBase(Generic[N]):
         )
         self._registry = reg = registry if registry is not None else _default_registry()
         self._closed = False
-        _claim(reg, self)
+        # caches of one name in a process (a sync and an async twin) share zone breakers, so
+        # they share what each zone missed too: one's writes are never read stale by the other
+        catch_ups = _claim(reg, self, catch_up_size)
         policy = Policy(
             timeout=timeout,
             # zone calls run on the caller's thread or loop: the cache enforces the deadline,
@@ -164,13 +166,11 @@ class CacheBase(Generic[N]):
             consecutive_failures=consecutive_failures,
         )
         self._zones: dict[str, Zone[N]] = {}
-        catch_ups: dict[str, CatchUp] = {}
         for zone, servers in cfg.zones.items():
             nodes = {
                 f"{h}:{p}": self._node_class((h, p), timeout, max_concurrent) for h, p in servers
             }
             dep = reg.dependency(f"cache.{name}.{zone}", policy)
-            catch_ups[zone] = CatchUp(catch_up_size)
             gate = self._gate_class(dep.name, max_concurrent)
             self._zones[zone] = Zone(zone, nodes, dep, gate, catch_ups[zone])
         self._core = CacheCore(cfg, catch_ups)
@@ -333,13 +333,13 @@ class CacheBase(Generic[N]):
 
 # -- names: one set of zones per cache name and registry --------------------------------
 
-_claims: weakref.WeakKeyDictionary[Registry, dict[str, tuple[Any, weakref.WeakSet[Any]]]] = (
-    weakref.WeakKeyDictionary()
-)
+_Claim = tuple[Any, "weakref.WeakSet[Any]", dict[str, CatchUp]]
+_claims: weakref.WeakKeyDictionary[Registry, dict[str, _Claim]] = weakref.WeakKeyDictionary()
 _claims_lock = threading.Lock()
 
 
-def _claim(reg: Registry, cache: CacheBase[Any]) -> None:
+def _claim(reg: Registry, cache: CacheBase[Any], catch_up_size: int) -> dict[str, CatchUp]:
+    """Bind the cache's name to its zones; the name's shared catch-up queues."""
     spec = cache.config.zones
     with _claims_lock:
         names = _claims.setdefault(reg, {})
@@ -352,8 +352,10 @@ def _claim(reg: Registry, cache: CacheBase[Any]) -> None:
                 "name",
             )
         if held is None or held[0] != spec:
-            held = names[cache.name] = (spec, weakref.WeakSet())
+            queues = {zone: CatchUp(catch_up_size) for zone in spec}
+            held = names[cache.name] = (spec, weakref.WeakSet(), queues)
         held[1].add(cache)
+        return held[2]
 
 
 def _release(reg: Registry, cache: CacheBase[Any]) -> None:

@@ -1,7 +1,9 @@
 """Catching a zone up: the keys it missed while failing, replayed as deletes when it is back.
 
 Every zone write that fails (open circuit, error, timeout) leaves the zone possibly stale for
-those keys: the write may not have happened, or may land late. Their keys go into the zone's
+those keys: the write may not have happened, or may land late. So does a zone write that
+finished only after its caller had the answer: the caller's next write of the key may have
+reached that server first, on another connection. Their keys go into the zone's
 bounded queue; reads skip the zone for a queued key (another zone answers), and once the zone
 is healthy again (its circuit closed and a call succeeded) the keys are deleted there. A delete
 is safe whatever other writers did meanwhile: the worst it does is cause a miss. Past

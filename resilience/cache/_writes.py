@@ -105,6 +105,10 @@ class Tally:
         self._need = need
         self.result: WriteResult | None = None
         self.on_decided: Callable[[], None] | None = None
+        # set when the caller has its answer: a zone finishing after that is not trusted for
+        # these keys (the caller's next write of a key may reach the server first, on
+        # another connection), so they are caught up like a failure
+        self.returned = False
 
     def record(self, zone: str, ok: bool, reply: Any) -> None:
         """One zone answered (``ok`` False: ``reply`` is the error it raised)."""
@@ -130,17 +134,22 @@ class Tally:
             self._stats.count(zone, self.op, "client_error")
         elif problem is None:
             self._stats.count(zone, self.op, "ok")
+            if self.returned:
+                self._queue(zone)
         else:
             self._stats.count(zone, self.op, "error")
             self._stats.write_failed(zone)
-            keys = written_keys(self.op, self.args)
-            if keys and zone in self._catch_up:
-                self._catch_up[zone].add(keys)
+            self._queue(zone)
         if decided:
             if self.result is not None and self.result.degraded:
                 self._stats.degraded()
             if self.on_decided is not None:
                 self.on_decided()
+
+    def _queue(self, zone: str) -> None:
+        keys = written_keys(self.op, self.args)
+        if keys and zone in self._catch_up:
+            self._catch_up[zone].add(keys)
 
     def _decided(self) -> bool:
         acks, failed, local = self._acks, self._failed, self.local
@@ -162,6 +171,7 @@ class Tally:
     def final(self) -> WriteResult:
         """What the caller is told: every zone answered so far (the decision never flips:
         later answers only add acknowledgements or failures beyond what decided it)."""
+        self.returned = True
         with self._lock:
             return self.snapshot()
 
