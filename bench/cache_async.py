@@ -130,7 +130,7 @@ async def main_async(quick: bool) -> None:
         peers = await clients(port)
         total = 4000 if quick else 20000
         repeats = 1 if quick else 3
-        for name, (get, _) in peers.items():  # warm every pool up
+        for get, _ in peers.values():  # warm every pool up
             await run(get, 100, 2000)
         print(f"gets of present keys, correct answers per second (median of {repeats})")
         for tasks in (1, 10, 100, 1000):

@@ -26,7 +26,7 @@ Start = Callable[[Zone[AsyncNode], str, tuple[Any, ...], Callable[[bool, Any], N
 class Batcher:
     """Collects one zone's pending gets and sends them when the window closes."""
 
-    __slots__ = ("_handle", "_max", "_pending", "_start", "_stats", "_window", "zone")
+    __slots__ = ("_handle", "_loop", "_max", "_pending", "_start", "_stats", "_window", "zone")
 
     def __init__(
         self,
@@ -43,18 +43,22 @@ class Batcher:
         self._stats = stats
         self._pending: dict[bytes, list[asyncio.Future[Outcome]]] | None = None
         self._handle: asyncio.Handle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def get(self, key: bytes) -> asyncio.Future[Outcome]:
         """A future of ``(ok, item or None)``, or ``(False, error)``, for ``key``."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Outcome] = loop.create_future()
         pending = self._pending
+        loop = self._loop
         if pending is None:
+            # one instance per loop; still, a loop that changed is the one to use
+            loop = self._loop = asyncio.get_running_loop()
             pending = self._pending = {}
             if self._window:
                 self._handle = loop.call_later(self._window, self._flush)
             else:
                 self._handle = loop.call_soon(self._flush)
+        assert loop is not None
+        future: asyncio.Future[Outcome] = loop.create_future()
         waiters = pending.get(key)
         if waiters is None:
             pending[key] = [future]
@@ -86,3 +90,4 @@ class Batcher:
     def after_fork(self) -> None:
         self._pending = None
         self._handle = None
+        self._loop = None

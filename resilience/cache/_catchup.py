@@ -6,7 +6,9 @@ finished only after its caller had the answer: the caller's next write of the ke
 reached that server first, on another connection. Their keys go into the zone's
 bounded queue; reads skip the zone for a queued key (another zone answers), and once the zone
 is healthy again (its circuit closed and a call succeeded) the keys are deleted there. A delete
-is safe whatever other writers did meanwhile: the worst it does is cause a miss. Past
+is safe whatever other writers did meanwhile: the worst it does is cause a miss. A key is
+replayed only once it has waited ``SETTLE`` seconds, so a write that was held up on its way
+(a stalled server's socket buffer, a proxy) lands before the delete meant to undo it. Past
 ``limit`` keys the oldest are dropped and counted as ``overflow`` (shown in ``status()``).
 """
 
@@ -14,19 +16,22 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
-__all__ = ["REPLAY_BATCH", "CatchUp"]
+__all__ = ["REPLAY_BATCH", "SETTLE", "CatchUp"]
 
 REPLAY_BATCH = 500  # keys per replayed delete_many
+SETTLE = 1.0  # seconds a missed key waits before its delete is replayed
 
 
 class CatchUp:
     """One zone's queue of missed keys (thread-safe)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit
-        self._keys: dict[bytes, int] = {}  # key -> sequence number of its latest miss
+        self._clock = clock
+        self._keys: dict[bytes, tuple[int, float]] = {}  # key -> (sequence, time) of last miss
         self._seq = itertools.count()
         self._lock = threading.Lock()
         self.replaying = False
@@ -41,6 +46,7 @@ class CatchUp:
         return len(self._keys)
 
     def add(self, keys: Iterable[bytes]) -> None:
+        now = self._clock()
         with self._lock:
             queue = self._keys
             for key in keys:
@@ -48,18 +54,24 @@ class CatchUp:
                     del queue[key]  # to the back: its newest miss
                 else:
                     self.queued += 1
-                queue[key] = next(self._seq)
+                queue[key] = (next(self._seq), now)
             while len(queue) > self.limit:
                 del queue[next(iter(queue))]
                 self.overflow += 1
 
     def take(self, n: int = REPLAY_BATCH) -> list[tuple[bytes, int]]:
-        """Up to ``n`` oldest keys to replay, or nothing if a replay is under way."""
+        """Up to ``n`` oldest settled keys to replay, or nothing (none, or a replay under way)."""
+        settled = self._clock() - SETTLE
         with self._lock:
             if self.replaying or not self._keys:
                 return []
-            self.replaying = True
-            return list(itertools.islice(self._keys.items(), n))
+            taken = []
+            for key, (seq, at) in itertools.islice(self._keys.items(), n):
+                if at > settled:
+                    break
+                taken.append((key, seq))
+            self.replaying = bool(taken)
+            return taken
 
     def done(self, taken: list[tuple[bytes, int]], ok: bool) -> None:
         """A replay ended; on success its keys leave the queue unless they were missed again."""
@@ -67,7 +79,8 @@ class CatchUp:
             self.replaying = False
             if ok:
                 for key, seq in taken:
-                    if self._keys.get(key) == seq:
+                    entry = self._keys.get(key)
+                    if entry is not None and entry[0] == seq:
                         del self._keys[key]
                         self.replayed += 1
 

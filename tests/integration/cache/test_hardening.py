@@ -278,10 +278,10 @@ def test_zone_that_missed_writes_is_caught_up_and_never_read_stale(cluster: Clus
     c.dependency("c").reset()  # zone c is back, still holding the stale "old"
     assert raw(cluster, "c").get("k") == b"old"
     assert c.get("k") == "new"  # zone c is not asked for a key it missed
-    c.set("other", 1)  # a successful call to c replays what it missed, on a worker
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 5  # a successful call to c replays what it missed, on a
     while c.status()["zones"]["c"]["catch_up"]["pending"] and time.monotonic() < deadline:
-        time.sleep(0.01)
+        c.set("other", 1)  # worker, once the key has settled (about a second)
+        time.sleep(0.05)
     assert c.status()["zones"]["c"]["catch_up"]["replayed"] == 1
     assert raw(cluster, "c").get("k") is None
     c.close()

@@ -100,7 +100,9 @@ def chaos_env() -> Iterator[tuple[dict[str, Server], ToxiproxyClient, dict[str, 
         toxi.wait(5)
 
 
-def sync_worker(cache: ReplicatedCache, me: Owner, others: list[Owner], stop: threading.Event) -> None:
+def sync_worker(
+    cache: ReplicatedCache, me: Owner, others: list[Owner], stop: threading.Event
+) -> None:
     rng = random.Random(me.keys[0])
     while not stop.is_set():
         key = rng.choice(me.keys)
@@ -166,7 +168,11 @@ def chaos(servers: dict[str, Server], toxi: ToxiproxyClient, seed: int, until: f
             time.sleep(rng.uniform(0.1, 0.6))
             servers[zone].start()
         else:
-            attrs = {"latency": {"latency": 120}, "timeout": {"timeout": 0}, "reset": {"timeout": 0}}
+            attrs = {
+                "latency": {"latency": 120},
+                "timeout": {"timeout": 0},
+                "reset": {"timeout": 0},
+            }
             kind = {"latency": "latency", "timeout": "timeout", "reset": "reset_peer"}[fault]
             spec = ToxicSpec(proxy=f"mc_{zone}", type=kind, attributes=attrs[fault], name="soak")
             toxi.add_toxic(spec)
