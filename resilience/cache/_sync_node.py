@@ -145,8 +145,8 @@ class SyncNode:
                     self._waiting -= 1
             self._connecting += 1
             gen = self._gen
-        try:
-            return SyncConn(self.address, self.timeout, gen)
+        try:  # a connect may take until the caller's acquire deadline, like the async one
+            return SyncConn(self.address, max(0.001, deadline - _now()), gen)
         finally:
             with self._cond:
                 self._connecting -= 1
