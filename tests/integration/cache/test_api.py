@@ -59,10 +59,16 @@ def test_batched_gets_answer_exactly_like_unbatched_gets(
     bad = Client(("127.0.0.1", cluster.servers["a"][0].port), default_noreply=False)
 
     async def run() -> tuple[list[Any], list[Any], int]:
-        batched = AsyncReplicatedCache(cluster.spec, name="b", local_zone="a", read_repair=False)
-        plain = AsyncReplicatedCache(
-            cluster.spec, name="u", local_zone="a", read_repair=False, batch_window=None
-        )
+        # a generous timeout: a loaded machine must not turn a slow reply into a difference
+        # and "all": no zone write finishes late, so no key is held back for catch-up by timing
+        options: dict[str, Any] = {
+            "local_zone": "a",
+            "read_repair": False,
+            "timeout": 1.0,
+            "write_policy": "all",
+        }
+        batched = AsyncReplicatedCache(cluster.spec, name="b", **options)
+        plain = AsyncReplicatedCache(cluster.spec, name="u", batch_window=None, **options)
         good = {k: v for k, v in data.items() if v != "__undecodable__"}
         if good:
             await plain.set_many(good)
