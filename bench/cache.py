@@ -104,7 +104,9 @@ def main() -> None:
             z: HashClient(s, use_pooling=True, default_noreply=False, timeout=1)
             for z, s in spec.items()
         }
-        cache = ReplicatedCache(spec, local_zone="a", timeout=0.05, open_duration=60.0)
+        cache = ReplicatedCache(
+            spec, name="bench", local_zone="a", timeout=0.05, open_duration=60.0, write_policy="all"
+        )
         value = b"v" * 100
         cache.set("bench:key", value)
         raw["a"].set("bench:raw", value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "BulkheadFullError",
+    "CacheClientError",
     "CacheError",
     "CacheWriteError",
     "CallTimeoutError",
@@ -149,6 +150,18 @@ class ValueTooLargeError(CacheError, ValueError):
         self.key = key
         self.size = size
         self.limit = limit
+
+
+class CacheClientError(CacheError, ValueError):
+    """memcached refused a command as the caller's mistake (``CLIENT_ERROR``), e.g. ``incr`` of
+    a value that is not a number. The zones are healthy: nothing is counted against them."""
+
+    def __init__(self, op: str, key: str | bytes | None, reason: str) -> None:
+        target = "" if key is None else f" {key!r}"
+        super().__init__(f"{op}{target}: memcached refused it: {reason}")
+        self.op = op
+        self.key = key
+        self.reason = reason
 
 
 class CacheWriteError(CacheError):

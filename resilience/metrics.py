@@ -27,7 +27,12 @@ if TYPE_CHECKING:
     from .circuit import Registry
 
 __all__ = [
+    "CACHE_ACQUIRE_TIMEOUTS",
+    "CACHE_BATCHED_GETS",
+    "CACHE_CATCH_UP_KEYS",
+    "CACHE_CATCH_UP_PENDING",
     "CACHE_DEDUP_HITS",
+    "CACHE_DEGRADED_WRITES",
     "CACHE_READ_REPAIRS",
     "CACHE_REMOTE_HITS",
     "CACHE_REQUESTS",
@@ -81,6 +86,11 @@ CACHE_WRITE_FAILURES = "resilience_cache_write_failures"
 CACHE_DEDUP_HITS = "resilience_cache_dedup_hits"
 CACHE_SINGLEFLIGHT_SHARES = "resilience_cache_singleflight_shares"
 CACHE_ZONE_UP = "resilience_cache_zone_up"  # gauge 1 when the zone's breaker lets calls through
+CACHE_DEGRADED_WRITES = "resilience_cache_degraded_writes"  # met their policy with a zone failing
+CACHE_ACQUIRE_TIMEOUTS = "resilience_cache_acquire_timeouts"  # gave up waiting for a zone permit
+CACHE_CATCH_UP_KEYS = "resilience_cache_catch_up_keys"  # counter, + event (queued, replayed, ...)
+CACHE_CATCH_UP_PENDING = "resilience_cache_catch_up_pending"  # gauge: missed keys not yet deleted
+CACHE_BATCHED_GETS = "resilience_cache_batched_gets"  # async gets that shared a multi-get
 
 # flags (labels: flag, source)
 FLAG_EVALUATIONS = "resilience_flag_evaluations"  # counter, + flag, reason

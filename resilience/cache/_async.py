@@ -1,55 +1,111 @@
-"""The asyncio driver: the same core, awaited; writes fan out with one task per zone."""
+"""The asyncio driver: the same core, driven by callbacks; gets are batched per loop turn."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
-from ..circuit import MISSING, Guard
-from ..errors import CacheError
-from ._base import DEFAULT_LOADER_CONCURRENCY, DEFAULT_LOADER_TIMEOUT, CacheBase, FromFallback
-from ._core import CALL, MISS, Flow, Tally, WriteResult
-from ._flight import RETRY, Failed, finish, join, wait_async
-from ._nodes import AsyncNode
-from ._sync import _unwrap
-from ._zones import run_async
+from ..circuit import State
+from ..errors import CacheClientError, CacheWriteError
+from ._async_call import AsyncCall, start_async
+from ._async_node import AsyncNode
+from ._base import CacheBase
+from ._batch import Batcher
+from ._core import CALL, MISS, Flow
+from ._flight import wait_async
+from ._gate import AsyncGate
+from ._readthrough import AsyncReadThrough
+from ._writes import Tally, WriteResult
+from ._zones import Zone
 
 __all__ = ["AsyncReplicatedCache"]
 
-log = logging.getLogger("resilience.cache")
 
-P = ParamSpec("P")
-T = TypeVar("T")
+def _record(tally: Tally, zone: str, ok: bool, reply: Any) -> None:
+    tally.record(zone, ok, reply)
 
 
-class AsyncReplicatedCache(CacheBase[AsyncNode]):
+_CLOSED = (State.CLOSED, State.FORCED_CLOSED)
+
+
+class AsyncReplicatedCache(CacheBase[AsyncNode], AsyncReadThrough):
     """The asyncio twin of :class:`ReplicatedCache`: the same options, methods as coroutines.
 
+    Gets issued in the same event-loop turn (or within ``batch_window`` seconds) share one
+    multi-get per server; per-request dedup and single flight work as for single gets.
     Connections belong to the event loop that opened them: use one instance per loop.
-    ``write_workers`` is unused (zone writes are tasks).
+    ``write_workers`` is unused (zone writes complete on the loop).
     """
 
     _node_class = AsyncNode
+    _gate_class = AsyncGate
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._background: set[asyncio.Task[None]] = set()
+    def _setup(self) -> None:
+        self._calls: set[AsyncCall] = set()
+        self._idle: asyncio.Event | None = None
+        window = self.config.batch_window
+        self._batchers: dict[str, Batcher] | None = None
+        if window is not None:
+            self._batchers = {
+                name: Batcher(zone, window, self.config.max_batch, self._start, self.stats)
+                for name, zone in self._zones.items()
+            }
+
+    # -- driving the core -------------------------------------------------------------------
+
+    def _start(
+        self,
+        zone: Zone[AsyncNode],
+        op: str,
+        args: tuple[Any, ...],
+        done: Callable[[bool, Any], None],
+    ) -> AsyncCall:
+        """Start a zone call; ``done(ok, reply)`` once. Tracks it for ``aclose``."""
+        calls = self._calls
+        holder: list[AsyncCall] = []
+
+        def finished(ok: bool, reply: Any) -> None:
+            if holder:
+                calls.discard(holder[0])
+                if not calls and self._idle is not None:
+                    self._idle.set()
+            if ok and len(zone.catch_up):
+                self._catch_up(zone)
+            done(ok, reply)
+
+        call = start_async(zone, op, args, finished, self.config.acquire_timeout)
+        if not call.finished:
+            holder.append(call)
+            calls.add(call)
+        return call
+
+    async def _call(self, name: str, op: str, args: tuple[Any, ...]) -> tuple[bool, Any]:
+        zone = self._zones[name]
+        batchers = self._batchers
+        if op == "get" and batchers is not None:
+            return await batchers[name].get(args[0])
+        future: asyncio.Future[tuple[bool, Any]] = asyncio.get_running_loop().create_future()
+
+        def done(ok: bool, reply: Any) -> None:
+            if not future.done():
+                future.set_result((ok, reply))
+
+        call = self._start(zone, op, args, done)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            call.abort()
+            self._calls.discard(call)
+            raise
 
     async def _run(self, flow: Flow) -> Any:
-        zones = self._zones
         try:
             step = next(flow)
             while True:
                 if step[0] == CALL:
-                    zone = zones[step[1]]
-                    try:
-                        reply = await zone.dependency.acall(run_async, zone, step[2], step[3])
-                        outcome: Any = (True, reply)
-                    except Exception as exc:
-                        outcome = (False, exc)
+                    outcome: Any = await self._call(step[1], step[2], step[3])
                 else:
                     outcome = await wait_async(step[2], step[1], self._core.wait_timeout)
                 step = flow.send(outcome)
@@ -58,17 +114,34 @@ class AsyncReplicatedCache(CacheBase[AsyncNode]):
         finally:
             flow.close()
 
-    async def _zone_write(self, tally: Tally, zone_name: str) -> None:
-        zone = self._zones[zone_name]
-        try:
-            reply = await zone.dependency.acall(run_async, zone, tally.op, tally.args)
-        except Exception as exc:
-            tally.record(zone_name, False, exc)
-        else:
-            tally.record(zone_name, True, reply)
+    def _catch_up(self, zone: Zone[AsyncNode]) -> None:
+        """The zone answered: if it is closed again, delete what it missed."""
+        if zone.dependency.state not in _CLOSED or self._closed:
+            return
+        taken = zone.catch_up.take()
+        if not taken:
+            return
 
-    async def _write(self, op: str, args: tuple[Any, ...]) -> Tally:
-        tally = self._core.tally(op, args)
+        def done(ok: bool, reply: Any) -> None:
+            zone.catch_up.done(taken, ok)
+            if ok and len(zone.catch_up):
+                self._catch_up(zone)
+
+        self._start(zone, "delete_many", ([k for k, _ in taken],), done)
+
+    async def _write(
+        self,
+        op: str,
+        args: tuple[Any, ...],
+        zones: Iterable[str] | None = None,
+        tally: Tally | None = None,
+    ) -> Tally:
+        """Send one write to ``zones`` (default: every zone) at once; return when decided.
+
+        Zones still to answer then finish on the loop and are still counted.
+        """
+        if tally is None:
+            tally = self._core.tally(op, args)
         loop = asyncio.get_running_loop()
         decided: asyncio.Future[None] = loop.create_future()
 
@@ -77,10 +150,9 @@ class AsyncReplicatedCache(CacheBase[AsyncNode]):
                 decided.set_result(None)
 
         tally.on_decided = wake
-        for zone in tally.zones:
-            task = loop.create_task(self._zone_write(tally, zone))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        for name in tally.zones if zones is None else zones:
+            zone = self._zones[name]
+            self._start(zone, op, args, functools.partial(_record, tally, name))
         if tally.result is None:
             try:
                 async with asyncio.timeout(self._core.wait_timeout):
@@ -88,6 +160,8 @@ class AsyncReplicatedCache(CacheBase[AsyncNode]):
             except TimeoutError:
                 pass  # finish() reports the zones still pending
         return tally
+
+    # -- reads ----------------------------------------------------------------------------
 
     async def get(self, key: str | bytes, default: Any = None) -> Any:
         """See :meth:`ReplicatedCache.get`."""
@@ -101,11 +175,18 @@ class AsyncReplicatedCache(CacheBase[AsyncNode]):
             return {}
         return self._by_user_key(await self._run(self._core.read_many_flow(encoded)), users)
 
+    async def gets(self, key: str | bytes, default: Any = None) -> tuple[Any, int | None]:
+        """See :meth:`ReplicatedCache.gets`."""
+        value, token = await self._run(self._core.gets_flow(self._core.key(key)))
+        return (default if value is MISS else value), token
+
+    # -- writes ---------------------------------------------------------------------------
+
     async def set(self, key: str | bytes, value: Any, ttl: int | None = None) -> WriteResult:
         """See :meth:`ReplicatedCache.set`."""
         k = self._core.key(key)
         tally = await self._write("set", (k, self._core.encode(key, value), self._core.ttl(ttl)))
-        return self._core.finish(tally, [k], {k: value})
+        return self._core.finish(tally, [k], {k: value}, key)
 
     async def set_many(
         self, mapping: Mapping[str | bytes, Any], ttl: int | None = None
@@ -117,14 +198,54 @@ class AsyncReplicatedCache(CacheBase[AsyncNode]):
 
     async def add(self, key: str | bytes, value: Any, ttl: int | None = None) -> WriteResult:
         """See :meth:`ReplicatedCache.add`."""
+        return await self._store("add", key, self._core.encode(key, value), ttl)
+
+    async def replace(self, key: str | bytes, value: Any, ttl: int | None = None) -> WriteResult:
+        """See :meth:`ReplicatedCache.replace`."""
+        return await self._store("replace", key, self._core.encode(key, value), ttl)
+
+    async def append(self, key: str | bytes, data: str | bytes) -> WriteResult:
+        """See :meth:`ReplicatedCache.append`."""
+        return await self._store("append", key, self._raw(data), 0)
+
+    async def prepend(self, key: str | bytes, data: str | bytes) -> WriteResult:
+        """See :meth:`ReplicatedCache.prepend`."""
+        return await self._store("prepend", key, self._raw(data), 0)
+
+    async def _store(self, op: str, key: str | bytes, item: Any, ttl: int | None) -> WriteResult:
         k = self._core.key(key)
-        tally = await self._write("add", (k, self._core.encode(key, value), self._core.ttl(ttl)))
-        return self._core.finish(tally, [k], None)
+        tally = await self._write(op, (k, item, self._core.ttl(ttl)))
+        return self._core.finish(tally, [k], None, key)
+
+    async def cas(
+        self, key: str | bytes, value: Any, cas_token: int, ttl: int | None = None
+    ) -> bool | None:
+        """See :meth:`ReplicatedCache.cas`."""
+        k = self._core.key(key)
+        item, t = self._core.encode(key, value), self._core.ttl(ttl)
+        if isinstance(cas_token, bool) or not isinstance(cas_token, int) or cas_token < 0:
+            raise ValueError(f"cas_token must be the integer gets() returned, got {cas_token!r}")
+        local = self._core.local
+        ok, reply = await self._call(local, "cas", (k, item, t, cas_token))
+        self._core.note_writes([k], None)
+        if not ok:
+            if isinstance(reply, Exception) and self._core.is_client_error(reply):
+                raise CacheClientError("cas", key, str(reply)) from reply
+            message = f"cache {self.name!r}: cas failed in the local zone: {reply}"
+            raise CacheWriteError(message, None)
+        if reply is not True:
+            return reply  # type: ignore[no-any-return]
+        tally = self._core.tally("set", (k, item, t))
+        tally.record(local, True, True)
+        others = [z for z in tally.zones if z != local]
+        written = await self._write("set", (k, item, t), others, tally)
+        self._core.finish(written, [k], {k: value}, key)
+        return True
 
     async def delete(self, key: str | bytes) -> WriteResult:
         """See :meth:`ReplicatedCache.delete`."""
         k = self._core.key(key)
-        return self._core.finish(await self._write("delete", (k,)), [k], {k: MISS})
+        return self._core.finish(await self._write("delete", (k,)), [k], {k: MISS}, key)
 
     async def delete_many(self, keys: Iterable[str | bytes]) -> WriteResult:
         """See :meth:`ReplicatedCache.delete_many`."""
@@ -135,7 +256,8 @@ class AsyncReplicatedCache(CacheBase[AsyncNode]):
     async def touch(self, key: str | bytes, ttl: int | None = None) -> WriteResult:
         """See :meth:`ReplicatedCache.touch`."""
         k = self._core.key(key)
-        return self._core.finish(await self._write("touch", (k, self._core.ttl(ttl))), [k], None)
+        tally = await self._write("touch", (k, self._core.ttl(ttl)))
+        return self._core.finish(tally, [k], None, key)
 
     async def incr(self, key: str | bytes, delta: int = 1) -> int | None:
         """See :meth:`ReplicatedCache.incr`."""
@@ -147,78 +269,43 @@ class AsyncReplicatedCache(CacheBase[AsyncNode]):
 
     async def _counter(self, op: str, key: str | bytes, delta: int) -> int | None:
         args = self._core.counter_args(key, delta)
-        result = self._core.finish(await self._write(op, args), [args[0]], None)
+        result = self._core.finish(await self._write(op, args), [args[0]], None, key)
         return self._core.counter_value(result)
 
-    def cached(
-        self,
-        key: Callable[..., str | bytes],
-        ttl: int | None = None,
-        *,
-        loader_concurrency: int = DEFAULT_LOADER_CONCURRENCY,
-        loader_timeout: float = DEFAULT_LOADER_TIMEOUT,
-        pool: str = "realtime",
-        fallback: Any = MISSING,
-    ) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]:
-        """Decorate a coroutine loader; see :meth:`ReplicatedCache.cached` (loads run under
-        the pool's semaphore of ``loader_concurrency`` and are cancelled at ``loader_timeout``)."""
-        guard = self._loader(pool, loader_concurrency, loader_timeout, fallback)
-        wait = loader_timeout * 2 + 1.0
+    async def flush_all(self, *, zones: Iterable[str], delay: int = 0) -> WriteResult:
+        """See :meth:`ReplicatedCache.flush_all`."""
+        names = self._flush_zones(zones)
+        tally = self._core.tally("flush_all", (delay,), names)
+        written = await self._write("flush_all", (delay,), names, tally)
+        result = self._core.finish(written, [], None)
+        for z in result.acknowledged:
+            self._zones[z].catch_up.clear()
+        self._core.forget_all()
+        return result
 
-        def decorate(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-            @functools.wraps(fn)
-            async def read_through(*args: P.args, **kwargs: P.kwargs) -> T:
-                user_key = key(*args, **kwargs)
-                value = await self.get(user_key, MISS)
-                if value is not MISS:
-                    return value  # type: ignore[no-any-return]
-                return await self._load(user_key, ttl, guard, fn, args, kwargs, wait)  # type: ignore[no-any-return]
+    # -- lifecycle ------------------------------------------------------------------------
 
-            return read_through
-
-        return decorate
-
-    async def _load(
-        self,
-        user_key: str | bytes,
-        ttl: int | None,
-        guard: Guard,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        wait: float,
-    ) -> Any:
-        k = self._core.key(user_key)
-        flight, leader = join(self._loads, self._loads_lock, k)
-        if not leader:
-            shared = await wait_async(self._loads_lock, flight, wait)
-            if shared is not RETRY:
-                return _unwrap(shared)
-        value: Any = RETRY
-        try:
-            value = await guard.acall(fn, None, args, kwargs)
-        except Exception as exc:
-            value = Failed(exc)
-            raise
-        finally:
-            # also on cancellation: waiters must not wait for a load that will never end
-            if leader:
-                finish(self._loads, self._loads_lock, k, flight, value, keep=False)
-        if not isinstance(value, FromFallback):
-            try:
-                await self.set(user_key, value, ttl)
-            except CacheError as exc:
-                log.warning("cache %s: could not store loaded %r: %s", self.name, user_key, exc)
-        return _unwrap(value)
+    async def wait_idle(self) -> None:
+        """Wait until no zone call is in flight (writes finishing after their caller returned,
+        catch-up deletes)."""
+        while self._calls:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
 
     async def aclose(self) -> None:
-        """Wait for background zone writes, then close every connection."""
-        self._closed = True
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        """Wait for zone calls in flight (bounded by their deadlines), then close connections."""
+        self._mark_closed()
+        await self.wait_idle()
         for zone in self._zones.values():
             for node in zone.nodes.values():
                 await node.close()
+
+    def _after_fork_in_child(self) -> None:
+        super()._after_fork_in_child()
+        self._calls = set()
+        self._idle = None
+        for batcher in (self._batchers or {}).values():
+            batcher.after_fork()
 
     async def __aenter__(self) -> AsyncReplicatedCache:
         return self

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Any
 
 import attrs
 from pymemcache.client.base import normalize_server_spec
 
 from ..errors import ConfigError
 from ._serde import JsonSerde, Serde
+from ._writes import WRITE_POLICIES, WritePolicy
 
 __all__ = ["CacheConfig", "WritePolicy"]
 
-WritePolicy = Literal["all", "quorum", "local"]
-
-DEFAULT_NAME = "default"
 DEFAULT_TIMEOUT = 0.05
 DEFAULT_TTL = 900
 DEFAULT_MAX_VALUE_SIZE = 1_000_000  # memcached's default item size is 1 MiB, headers included
@@ -26,6 +24,11 @@ DEFAULT_FAILURE_RATE = 0.5
 DEFAULT_OPEN_DURATION = 3.0
 DEFAULT_CONSECUTIVE_FAILURES = 3  # mcrouter marks a host down (TKO) after 3 failures in a row
 DEFAULT_WRITE_WORKERS = 8
+DEFAULT_WRITE_POLICY: WritePolicy = "all_minus_1"  # EVCache's default latch
+DEFAULT_ACQUIRE_TIMEOUT = 1.0  # a burst queues for permits rather than reading as misses
+DEFAULT_BATCH_WINDOW = 0.0  # async gets of one loop turn share a multi-get
+DEFAULT_MAX_BATCH = 256  # keys per batched multi-get
+DEFAULT_CATCH_UP_SIZE = 10_000  # missed keys remembered per zone
 
 
 def _zones(value: Any) -> dict[str, tuple[tuple[str, int], ...]]:
@@ -78,8 +81,17 @@ def _count(minimum: int, allow_none: bool = False) -> Any:
 
 
 def _write_policy(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value not in ("all", "quorum", "local"):
-        raise ConfigError(attribute.name, f"must be 'all', 'quorum' or 'local', got {value!r}")
+    if value not in WRITE_POLICIES:
+        raise ConfigError(attribute.name, f"must be one of {list(WRITE_POLICIES)}, got {value!r}")
+
+
+def _window(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(attribute.name, f"must be seconds >= 0 or None, got {value!r}")
+    if value < 0:
+        raise ConfigError(attribute.name, f"must be >= 0 (or None: no batching), got {value!r}")
 
 
 def _flag(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -98,8 +110,10 @@ def _fraction(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None
 
 
 def _name(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(attribute.name, f"must be a non-empty string, got {value!r}")
+    if not isinstance(value, str) or not value or "." in value or value.strip() != value:
+        raise ConfigError(
+            attribute.name, f"must be a non-empty string without '.' or spaces, got {value!r}"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -109,10 +123,10 @@ class CacheConfig:
     zones: dict[str, tuple[tuple[str, int], ...]] = attrs.field(converter=_zones)
     local_zone: str = attrs.field(default="")
     read_order: tuple[str, ...] = attrs.field(default=(), converter=_names)
-    name: str = attrs.field(default=DEFAULT_NAME, validator=_name)
+    name: str = attrs.field(validator=_name)
     timeout: float = attrs.field(default=DEFAULT_TIMEOUT, validator=_positive)
     default_ttl: int = attrs.field(default=DEFAULT_TTL, validator=_count(0))
-    write_policy: WritePolicy = attrs.field(default="all", validator=_write_policy)
+    write_policy: WritePolicy = attrs.field(default=DEFAULT_WRITE_POLICY, validator=_write_policy)
     read_repair: bool = attrs.field(default=True, validator=_flag)
     repair_ttl: int | None = attrs.field(default=None, validator=_count(0, allow_none=True))
     serde: Serde = attrs.field(factory=JsonSerde, validator=_serde)
@@ -126,6 +140,10 @@ class CacheConfig:
         default=DEFAULT_CONSECUTIVE_FAILURES, validator=_count(1, allow_none=True)
     )
     write_workers: int = attrs.field(default=DEFAULT_WRITE_WORKERS, validator=_count(1))
+    acquire_timeout: float = attrs.field(default=DEFAULT_ACQUIRE_TIMEOUT, validator=_positive)
+    batch_window: float | None = attrs.field(default=DEFAULT_BATCH_WINDOW, validator=_window)
+    max_batch: int = attrs.field(default=DEFAULT_MAX_BATCH, validator=_count(1))
+    catch_up_size: int = attrs.field(default=DEFAULT_CATCH_UP_SIZE, validator=_count(0))
 
     def __attrs_post_init__(self) -> None:
         names = list(self.zones)

@@ -2,29 +2,37 @@
 
 Reads are generators (*flows*) that yield the zone calls they want and are sent each call's
 outcome ``(ok, reply_or_error)``; they decide the zone order, what to re-ask and what to
-repair. Writes are a :class:`Tally` that the drivers feed with each zone's outcome as it
-arrives; the tally says when the write policy is satisfied and what the caller is told.
+repair. Writes are a :class:`~._writes.Tally` that the drivers feed with each zone's outcome.
+
+A zone is not asked for a key it missed a write of (its catch-up queue holds the key): its copy
+may be stale. A stored value that cannot be decoded is a miss in that zone (counted as
+``undecodable``) and the next zone is asked; it never fails the read or a ``get_many``.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Generator, Mapping
 from typing import Any
 
-import attrs
+from pymemcache.exceptions import MemcacheClientError
 
 from ..context import current_scope
-from ..errors import CacheWriteError, ConfigError, ValueTooLargeError
+from ..errors import CacheClientError, CacheWriteError, ConfigError, ValueTooLargeError
+from ._catchup import CatchUp
 from ._config import CacheConfig
 from ._flight import RETRY, finish, join, remember
 from ._keys import key_encoder
 from ._protocol import Item
+from ._stats import CacheStats
+from ._sync_node import AcquireTimeoutError
+from ._writes import Tally, WriteResult
 
-__all__ = ["CALL", "MISS", "WAIT", "CacheCore", "CacheStats", "Flow", "Tally", "WriteResult"]
+__all__ = ["CALL", "MISS", "WAIT", "CacheCore", "Flow"]
 
 CALL = 0  # step: (CALL, zone, op, args) -> the driver sends back (ok, reply or error)
 WAIT = 1  # step: (WAIT, flight, lock) -> the driver waits for the flight and sends its value
+
+MAX_DELTA = 2**64 - 1  # memcached counters are unsigned 64-bit
 
 
 class _Miss:
@@ -33,185 +41,31 @@ class _Miss:
 
 
 MISS: Any = _Miss()
+_UNDECODABLE: Any = object()
 
 Step = tuple[Any, ...]
 Flow = Generator[Step, Any, Any]
 
 
-class CacheStats:
-    """Counters of one cache, read at scrape time and by ``status()``."""
-
-    def __init__(self, zones: tuple[str, ...]) -> None:
-        self._lock = threading.Lock()
-        # (zone, op, result) -> count; result is hit, miss, error (reads) or ok, error (writes)
-        self.requests: dict[tuple[str, str, str], int] = {}
-        self.remote_hits = dict.fromkeys(zones, 0)
-        self.read_repairs = dict.fromkeys(zones, 0)
-        self.write_failures = dict.fromkeys(zones, 0)
-        self.dedup_hits = 0
-        self.singleflight_shares = 0
-
-    def count(self, zone: str, op: str, result: str, n: int = 1) -> None:
-        key = (zone, op, result)
-        with self._lock:
-            self.requests[key] = self.requests.get(key, 0) + n
-
-    def remote_hit(self, zone: str, n: int = 1) -> None:
-        with self._lock:
-            self.remote_hits[zone] += n
-
-    def repaired(self, zone: str, n: int = 1) -> None:
-        with self._lock:
-            self.read_repairs[zone] += n
-
-    def write_failed(self, zone: str) -> None:
-        with self._lock:
-            self.write_failures[zone] += 1
-
-    def dedup(self, shared: bool, n: int = 1) -> None:
-        with self._lock:
-            if shared:
-                self.singleflight_shares += n
-            else:
-                self.dedup_hits += n
-
-    def zone_counts(self, zone: str) -> dict[str, int]:
-        """hits, misses and errors of reads, ok and failed writes, for ``status()``."""
-        out = {"hits": 0, "misses": 0, "read_errors": 0, "writes": 0, "write_errors": 0}
-        names = {"hit": "hits", "miss": "misses"}
-        with self._lock:
-            items = list(self.requests.items())
-        for (z, op, result), n in items:
-            if z != zone:
-                continue
-            if op.startswith("get"):
-                out[names.get(result, "read_errors")] += n
-            elif op not in ("repair",):
-                out["writes" if result == "ok" else "write_errors"] += n
-        return out
-
-
-@attrs.frozen(kw_only=True)
-class WriteResult:
-    """What a write did in each zone, as known when the call returned.
-
-    ``ok`` says whether the write policy was met. ``acknowledged`` zones answered (their reply in
-    ``replies``: True/False for stored/deleted/touched, the new value for incr/decr);
-    ``failed`` maps zones to the error they gave; ``pending`` zones had not answered yet (a
-    quorum or local write returns early; their outcome is still counted when it arrives).
-    """
-
-    op: str
-    policy: str
-    ok: bool
-    acknowledged: tuple[str, ...]
-    failed: Mapping[str, str]
-    pending: tuple[str, ...]
-    replies: Mapping[str, Any]
-
-    def __bool__(self) -> bool:
-        return self.ok
-
-
-def _is_ack(op: str, reply: Any) -> str | None:
-    """Why a zone's reply is a failure for ``op``, or None when it acknowledges the write."""
-    if op == "set" and reply is not True:
-        return "not stored"
-    if op == "set_many" and reply:
-        return f"not stored: {len(reply)} keys"
-    return None
-
-
-class Tally:
-    """Outcomes of one write across zones, fed by the drivers as each zone answers."""
-
-    def __init__(
-        self,
-        op: str,
-        args: tuple[Any, ...],
-        zones: tuple[str, ...],
-        policy: str,
-        local: str,
-        stats: CacheStats,
-    ) -> None:
-        self.op = op
-        self.args = args
-        self.zones = zones
-        self.policy = policy
-        self.local = local
-        self._stats = stats
-        self._lock = threading.Lock()
-        self._acks: dict[str, Any] = {}
-        self._failed: dict[str, str] = {}
-        n = len(zones)
-        self._need = n if policy == "all" else (n // 2 + 1 if policy == "quorum" else 1)
-        self.result: WriteResult | None = None
-        self.on_decided: Callable[[], None] | None = None
-
-    def record(self, zone: str, ok: bool, reply: Any) -> None:
-        """One zone answered (``ok`` False: ``reply`` is the error it raised)."""
-        problem = _is_ack(self.op, reply) if ok else f"{type(reply).__name__}: {reply}"
-        with self._lock:
-            if problem is None:
-                self._acks[zone] = reply
-            else:
-                self._failed[zone] = problem
-            decided = self.result is None and self._decided()
-            if decided:
-                self.result = self.snapshot()
-        if problem is None:
-            self._stats.count(zone, self.op, "ok")
-        else:
-            self._stats.count(zone, self.op, "error")
-            self._stats.write_failed(zone)
-        if decided and self.on_decided is not None:
-            self.on_decided()
-
-    def _decided(self) -> bool:
-        acks, failed = len(self._acks), len(self._failed)
-        if self.policy == "local":
-            return self.local in self._acks or self.local in self._failed
-        if acks >= self._need or failed > len(self.zones) - self._need:
-            return True
-        return acks + failed == len(self.zones)
-
-    def _ok(self) -> bool:
-        if self.policy == "local":
-            return self.local in self._acks
-        return len(self._acks) >= self._need
-
-    def snapshot(self) -> WriteResult:
-        """The result as of now (zones that have not answered are pending)."""
-        done = self._acks.keys() | self._failed.keys()
-        return WriteResult(
-            op=self.op,
-            policy=self.policy,
-            ok=self._ok(),
-            acknowledged=tuple(z for z in self.zones if z in self._acks),
-            failed=dict(self._failed),
-            pending=tuple(z for z in self.zones if z not in done),
-            replies=dict(self._acks),
-        )
-
-
 class CacheCore:
     """Keys, values and zone routing of one cache; shared by both drivers."""
 
-    def __init__(self, config: CacheConfig) -> None:
+    def __init__(self, config: CacheConfig, catch_up: Mapping[str, CatchUp]) -> None:
         self.config = config
         self.name = config.name
         self.key = key_encoder(config.hash_long_keys)
         self.serde = config.serde
         self.order = config.zone_order
         self.local = config.local_zone
-        # writes go to every zone, local first (the sync driver runs the first one itself)
+        # writes go to every zone, local first (the sync driver reads its reply first)
         self.write_zones = (self.local, *(z for z in config.zones if z != self.local))
         self.stats = CacheStats(tuple(config.zones))
+        self.catch_up = catch_up
         self._repair = config.read_repair
         self._repair_ttl = config.effective_repair_ttl
         self._max_size = config.max_value_size
         # how long a request waits for another caller's fetch of the same key before fetching
-        self.wait_timeout = config.timeout * (len(config.zones) + 1) + 1.0
+        self.wait_timeout = (config.timeout + config.acquire_timeout) * (len(config.zones) + 1)
 
     # -- per-request dedup --------------------------------------------------------------
 
@@ -296,6 +150,15 @@ class CacheCore:
                 else:
                     memo.pop((name, key), None)
 
+    def forget_all(self) -> None:
+        """A flush: the request's memo of this cache is void."""
+        scope = current_scope()
+        if scope is None:
+            return
+        with scope.lock:
+            for mkey in [k for k in scope.memo if isinstance(k, tuple) and k[0] == self.name]:
+                del scope.memo[mkey]
+
     # -- values and arguments --------------------------------------------------------
 
     def encode(self, user_key: str | bytes, value: Any) -> Item:
@@ -311,6 +174,20 @@ class CacheCore:
             raise ConfigError("ttl", f"must be an integer >= 0 (seconds), got {ttl!r}")
         return ttl
 
+    def decode(self, zone: str, op: str, item: Item) -> Any:
+        """The stored value, or ``_UNDECODABLE`` (counted) when the serde cannot read it."""
+        try:
+            return self.serde.loads(item[0], item[1])
+        except Exception:
+            self.stats.count(zone, op, "undecodable")
+            return _UNDECODABLE
+
+    def _failed(self, zone: str, op: str, error: Any, n: int = 1) -> None:
+        if isinstance(error, AcquireTimeoutError):
+            self.stats.acquire_timeout(zone)
+        else:
+            self.stats.count(zone, op, "error", n)
+
     # -- reads ------------------------------------------------------------------------
 
     def get_flow(self, key: bytes) -> Flow:
@@ -319,30 +196,36 @@ class CacheCore:
         ``certain`` is False when a zone failed before anyone answered with a hit, so a miss
         may be wrong and must not be remembered for the request.
         """
-        stats, local = self.stats, self.local
+        stats, local, catch_up = self.stats, self.local, self.catch_up
         local_missed, certain = False, True
         for zone in self.order:
+            if key in catch_up[zone]:
+                local_missed = local_missed or zone == local
+                continue
             ok, reply = yield (CALL, zone, "get", (key,))
             if not ok:
-                stats.count(zone, "get", "error")
+                self._failed(zone, "get", reply)
                 certain = False
                 continue
             if reply is None:
                 stats.count(zone, "get", "miss")
                 local_missed = local_missed or zone == local
                 continue
+            value = self.decode(zone, "get", reply)
+            if value is _UNDECODABLE:
+                continue
             stats.count(zone, "get", "hit")
             if zone != local:
                 stats.remote_hit(zone)
                 if local_missed and self._repair:
                     yield from self._repair_flow({key: reply})
-            return self.serde.loads(*reply), True
+            return value, True
         return MISS, certain
 
     def get_many_flow(self, keys: list[bytes]) -> Flow:
         """Ask each zone in turn for the keys still missing; returns ``(found, certain)``."""
         stats, local = self.stats, self.local
-        found: dict[bytes, Item] = {}
+        found: dict[bytes, Any] = {}
         remaining = keys
         repair: dict[bytes, Item] = {}
         local_missing: set[bytes] = set()
@@ -350,29 +233,56 @@ class CacheCore:
         for zone in self.order:
             if not remaining:
                 break
-            ok, reply = yield (CALL, zone, "get_many", (remaining,))
+            stale = self.catch_up[zone]
+            ask = [k for k in remaining if k not in stale] if len(stale) else remaining
+            if zone == local and len(ask) < len(remaining):
+                local_missing.update(k for k in remaining if k in stale)
+            if not ask:
+                continue
+            ok, reply = yield (CALL, zone, "get_many", (ask,))
             if not ok:
-                stats.count(zone, "get_many", "error", len(remaining))
+                self._failed(zone, "get_many", reply, len(ask))
                 certain = False
                 continue
             hits: dict[bytes, Item] = reply
-            if hits:
-                stats.count(zone, "get_many", "hit", len(hits))
-                found.update(hits)
+            good = 0
+            for k, item in hits.items():
+                value = self.decode(zone, "get_many", item)
+                if value is _UNDECODABLE:
+                    continue
+                found[k] = value
+                good += 1
+                if zone != local and k in local_missing:
+                    repair[k] = item
+            if good:
+                stats.count(zone, "get_many", "hit", good)
                 if zone != local:
-                    stats.remote_hit(zone, len(hits))
-                    repair.update((k, v) for k, v in hits.items() if k in local_missing)
-            if len(hits) < len(remaining):
-                stats.count(zone, "get_many", "miss", len(remaining) - len(hits))
-                remaining = [k for k in remaining if k not in hits]
-                if zone == local:
-                    local_missing.update(remaining)
-            else:
-                remaining = []
+                    stats.remote_hit(zone, good)
+            if good < len(ask):
+                stats.count(zone, "get_many", "miss", len(ask) - len(hits))
+            remaining = [k for k in remaining if k not in found]
+            if zone == local:
+                local_missing.update(remaining)
         if repair and self._repair:
             yield from self._repair_flow(repair)
-        loads = self.serde.loads
-        return {k: loads(*item) for k, item in found.items()}, certain
+        return found, certain
+
+    def gets_flow(self, key: bytes) -> Flow:
+        """``gets`` in the local zone only (a cas token is one server's); ``(value, token)``."""
+        zone = self.local
+        ok, reply = yield (CALL, zone, "gets_many", ([key],))
+        if not ok:
+            self._failed(zone, "gets", reply)
+            return MISS, None
+        item = reply.get(key)
+        if item is None:
+            self.stats.count(zone, "gets", "miss")
+            return MISS, None
+        value = self.decode(zone, "gets", item[:2])
+        if value is _UNDECODABLE:
+            return MISS, None
+        self.stats.count(zone, "gets", "hit")
+        return value, item[2]
 
     def _repair_flow(self, items: dict[bytes, Item]) -> Flow:
         # add, not set: a write that reached the local zone meanwhile is newer than our copy.
@@ -388,20 +298,37 @@ class CacheCore:
 
     # -- writes -----------------------------------------------------------------------
 
-    def tally(self, op: str, args: tuple[Any, ...]) -> Tally:
-        return Tally(op, args, self.write_zones, self.config.write_policy, self.local, self.stats)
+    def tally(self, op: str, args: tuple[Any, ...], zones: tuple[str, ...] | None = None) -> Tally:
+        policy = self.config.write_policy if zones is None else "all"
+        return Tally(
+            op,
+            args,
+            self.write_zones if zones is None else zones,
+            policy,
+            self.local,
+            self.stats,
+            self.catch_up,
+        )
 
     def finish(
-        self, tally: Tally, keys: list[bytes], known: Mapping[bytes, Any] | None
+        self,
+        tally: Tally,
+        keys: list[bytes],
+        known: Mapping[bytes, Any] | None,
+        user_key: str | bytes | None = None,
     ) -> WriteResult:
-        """The caller's answer: the decided result, or CacheWriteError when the policy failed.
+        """The caller's answer: the decided result, or the error the caller must see.
 
         Args:
             keys: the keys written, and ``known``: their values now (MISS after a delete), or
                 None when the write leaves them unknown (add, incr); the request memo follows.
+            user_key: the caller's key, for a ``CacheClientError``.
         """
-        result = tally.result or tally.snapshot()
-        self.note_writes(keys, known if result.ok else None)
+        result = tally.final()
+        client = tally.client_error
+        self.note_writes(keys, known if result.ok and client is None else None)
+        if client is not None:
+            raise CacheClientError(tally.op, user_key, str(client)) from client
         if not result.ok:
             raise CacheWriteError(
                 f"cache {self.name!r}: {tally.op} did not satisfy write policy {tally.policy!r} "
@@ -412,9 +339,9 @@ class CacheCore:
         return result
 
     def counter_args(self, key: str | bytes, delta: int) -> tuple[bytes, int]:
-        """incr/decr: the encoded key and a validated delta (memcached takes no negatives)."""
-        if isinstance(delta, bool) or not isinstance(delta, int) or delta < 0:
-            raise ValueError(f"delta must be an integer >= 0, got {delta!r}")
+        """incr/decr: the encoded key and a validated delta (memcached takes 0..2**64-1)."""
+        if isinstance(delta, bool) or not isinstance(delta, int) or not 0 <= delta <= MAX_DELTA:
+            raise ValueError(f"delta must be an integer in 0..2**64-1, got {delta!r}")
         return self.key(key), delta
 
     def counter_value(self, result: WriteResult) -> int | None:
@@ -424,3 +351,7 @@ class CacheCore:
             if value is not None:
                 return int(value)
         return None
+
+    @staticmethod
+    def is_client_error(error: Any) -> bool:
+        return isinstance(error, MemcacheClientError)

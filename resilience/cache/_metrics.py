@@ -13,7 +13,12 @@ from typing import Any, Protocol
 
 from ..circuit import Registry, State
 from ..metrics import (
+    CACHE_ACQUIRE_TIMEOUTS,
+    CACHE_BATCHED_GETS,
+    CACHE_CATCH_UP_KEYS,
+    CACHE_CATCH_UP_PENDING,
     CACHE_DEDUP_HITS,
+    CACHE_DEGRADED_WRITES,
     CACHE_READ_REPAIRS,
     CACHE_REMOTE_HITS,
     CACHE_REQUESTS,
@@ -23,7 +28,7 @@ from ..metrics import (
     counter,
     gauge,
 )
-from ._core import CacheStats
+from ._stats import CacheStats
 
 __all__ = ["CacheMetrics", "metrics_for", "zone_is_up"]
 
@@ -42,6 +47,8 @@ class _Cache(Protocol):
     def stats(self) -> CacheStats: ...
 
     def zone_states(self) -> dict[str, State]: ...
+
+    def catch_up_status(self) -> dict[str, dict[str, int]]: ...
 
 
 class CacheMetrics:
@@ -80,6 +87,27 @@ class CacheMetrics:
         up = gauge(
             CACHE_ZONE_UP, "1 when the zone's breaker lets calls through.", ["cache", "zone"]
         )
+        degraded = counter(
+            CACHE_DEGRADED_WRITES,
+            "Writes that met their write policy although a zone failed them.",
+            ["cache"],
+        )
+        waits = counter(
+            CACHE_ACQUIRE_TIMEOUTS,
+            "Zone calls skipped after waiting acquire_timeout for a permit or connection.",
+            ["cache", "zone"],
+        )
+        catch_up = counter(
+            CACHE_CATCH_UP_KEYS,
+            "Keys a zone missed writes of: queued, replayed as deletes, or dropped (overflow).",
+            ["cache", "zone", "event"],
+        )
+        pending = gauge(
+            CACHE_CATCH_UP_PENDING, "Missed keys not yet deleted in the zone.", ["cache", "zone"]
+        )
+        batched = counter(
+            CACHE_BATCHED_GETS, "Async gets that shared a multi-get with others.", ["cache"]
+        )
         for cache in list(self._caches):
             name, stats = cache.name, cache.stats
             for (zone, op, result), n in sorted(stats.requests.items()):
@@ -94,7 +122,16 @@ class CacheMetrics:
             shares.add_metric([name], stats.singleflight_shares)
             for zone, state in cache.zone_states().items():
                 up.add_metric([name, zone], 1.0 if zone_is_up(state) else 0.0)
+            degraded.add_metric([name], stats.degraded_writes)
+            batched.add_metric([name], stats.batched_gets)
+            for zone, n in stats.acquire_timeouts.items():
+                waits.add_metric([name, zone], n)
+            for zone, st in cache.catch_up_status().items():
+                for event in ("queued", "replayed", "overflow"):
+                    catch_up.add_metric([name, zone, event], st[event])
+                pending.add_metric([name, zone], st["pending"])
         yield from (requests, remote, repairs, failures, dedup, shares, up)
+        yield from (degraded, waits, catch_up, pending, batched)
 
 
 _sources: weakref.WeakKeyDictionary[Registry, CacheMetrics] = weakref.WeakKeyDictionary()

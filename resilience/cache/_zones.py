@@ -1,14 +1,10 @@
 """A zone: its servers, which server holds a key, and what to send them for each operation.
 
-A zone *plans* an operation as exchanges (server, payload, reply kind, reply count) and a
-function that combines the replies; ``run_sync`` / ``run_async`` perform the plan, and
-``send_sync`` sends it without reading, so a write can be pipelined to every zone from one
-thread (send to all, then read every reply). Keys are
-placed with pymemcache's rendezvous hash over ``"host:port"`` node names, exactly as a
-pymemcache ``HashClient`` given the same servers and string keys places them, so both clients
-find each other's data. Unlike ``HashClient``, a failing server is never dropped from the ring
-(which would move its keys and bring stale data back when it returns): the error goes up to
-the zone's circuit breaker, and the cache reads another zone instead.
+A zone *plans* an operation as exchanges (server, payload, parser) and a function that
+combines the replies; the drivers run the plan. Unlike pymemcache's ``HashClient``, a failing
+server is never dropped from the ring (which would move its keys and bring stale data back when
+it returns): the error goes up to the zone's circuit breaker, and the cache reads another zone.
+Key placement is described in ``_keys``.
 """
 
 from __future__ import annotations
@@ -20,12 +16,16 @@ from pymemcache.client.rendezvous import RendezvousHash
 
 from ..circuit import Dependency
 from . import _protocol as proto
-from ._nodes import GET, INCR, REPLY, AsyncNode, SyncNode
+from ._async_node import AsyncNode
+from ._catchup import CatchUp
+from ._keys import placement_text
+from ._protocol import Parser
+from ._sync_node import SyncNode
 
-__all__ = ["Sent", "Zone", "run_async", "run_sync", "send_sync"]
+__all__ = ["Exchange", "Plan", "Zone"]
 
 N = TypeVar("N", SyncNode, AsyncNode)
-Exchange = tuple[Any, bytes, int, int]
+Exchange = tuple[Any, bytes, Parser]
 Plan = tuple[list[Exchange], Callable[[list[Any]], Any]]
 
 _PLACEMENT_MEMO = 65536  # keys whose server is remembered (pure-Python hashing is O(servers))
@@ -36,19 +36,31 @@ def _first(replies: list[Any]) -> Any:
 
 
 def _merge(replies: list[Any]) -> Any:
-    found: dict[bytes, proto.Item] = {}
+    found: dict[bytes, Any] = {}
     for hits in replies:
         found.update(hits)
     return found
 
 
-class Zone(Generic[N]):
-    """One availability zone: a full copy of the data spread over ``nodes``."""
+def _all_true(replies: list[Any]) -> bool:
+    return all(all(r) for r in replies)
 
-    def __init__(self, name: str, nodes: dict[str, N], dependency: Dependency) -> None:
+
+class Zone(Generic[N]):
+    """One availability zone: a full copy of the data spread over ``nodes``.
+
+    ``gate`` holds the zone's permits, ``catch_up`` the keys it missed while failing.
+    """
+
+    def __init__(
+        self, name: str, nodes: dict[str, N], dependency: Dependency, gate: Any, catch_up: CatchUp
+    ) -> None:
         self.name = name
         self.nodes: dict[str, N] = nodes
         self.dependency = dependency
+        self.gate = gate
+        self.catch_up = catch_up
+        self.tickets: set[Any] = set()  # tickets not yet ended (a forked child cancels them)
         self._hasher = RendezvousHash()
         for node_id in nodes:
             self._hasher.add_node(node_id)
@@ -63,7 +75,7 @@ class Zone(Generic[N]):
         if node is None:
             if len(self._placed) >= _PLACEMENT_MEMO:
                 self._placed.clear()
-            node = self._placed[key] = self.nodes[self._hasher.get_node(key.decode("latin-1"))]
+            node = self._placed[key] = self.nodes[self._hasher.get_node(placement_text(key))]
         return node
 
     def group(self, keys: Sequence[bytes]) -> dict[N, list[bytes]]:
@@ -76,112 +88,63 @@ class Zone(Generic[N]):
         """The exchanges for ``op`` and how to combine their replies into the zone's answer."""
         if op == "get":
             key = args[0]
-            return [(self.node(key), proto.get_cmd([key]), GET, 1)], lambda r: r[0].get(key)
-        if op == "get_many":
+            return [(self.node(key), proto.get_cmd([key]), Parser(proto.GET))], lambda r: r[0].get(
+                key
+            )
+        if op in ("get_many", "gets_many"):
+            kind = proto.GET if op == "get_many" else proto.GETS
+            gets = op == "gets_many"
             return [
-                (node, proto.get_cmd(keys), GET, 1) for node, keys in self.group(args[0]).items()
+                (node, proto.get_cmd(keys, gets), Parser(kind))
+                for node, keys in self.group(args[0]).items()
             ], _merge
-        if op in ("set", "add"):
+        if op in ("set", "add", "replace", "append", "prepend"):
             key, (data, flags), ttl = args
-            verb = op.encode()
-            return [
-                (self.node(key), proto.store_cmd(verb, key, data, flags, ttl), REPLY, 1)
-            ], _first
+            cmd = proto.store_cmd(op.encode(), key, data, flags, ttl)
+            return [(self.node(key), cmd, Parser(proto.REPLY))], _first
+        if op == "cas":
+            key, (data, flags), ttl, token = args
+            cmd = proto.cas_cmd(key, data, flags, ttl, token)
+            return [(self.node(key), cmd, Parser(proto.CAS))], _first
         if op in ("set_many", "add_many"):
-            items, ttl = args
-            verb = op[:3].encode()
-            exchanges: list[Exchange] = []
-            order: list[list[bytes]] = []
-            for node, keys in self.group(list(items)).items():
-                payload = b"".join(
-                    proto.store_cmd(verb, k, items[k][0], items[k][1], ttl) for k in keys
-                )
-                exchanges.append((node, payload, REPLY, len(keys)))
-                order.append(keys)
-
-            def not_stored(replies: list[Any]) -> list[bytes]:
-                return [
-                    k
-                    for keys, r in zip(order, replies, strict=True)
-                    for k, ok in zip(keys, r, strict=True)
-                    if not ok
-                ]
-
-            return exchanges, not_stored
+            return self._store_many(op[:3].encode(), *args)
         if op == "delete":
             key = args[0]
-            return [(self.node(key), proto.delete_cmd(key), REPLY, 1)], _first
+            return [(self.node(key), proto.delete_cmd(key), Parser(proto.REPLY))], _first
         if op == "delete_many":
             return [
-                (node, b"".join(proto.delete_cmd(k) for k in keys), REPLY, len(keys))
+                (node, b"".join(proto.delete_cmd(k) for k in keys), Parser(proto.REPLY, len(keys)))
                 for node, keys in self.group(args[0]).items()
             ], lambda r: None
         if op == "touch":
             key, ttl = args
-            return [(self.node(key), proto.touch_cmd(key, ttl), REPLY, 1)], _first
+            return [(self.node(key), proto.touch_cmd(key, ttl), Parser(proto.REPLY))], _first
         if op in ("incr", "decr"):
             key, delta = args
-            return [(self.node(key), proto.incr_cmd(op.encode(), key, delta), INCR, 1)], _first
+            cmd = proto.incr_cmd(op.encode(), key, delta)
+            return [(self.node(key), cmd, Parser(proto.INCR))], _first
+        if op == "flush_all":
+            return [
+                (node, proto.flush_cmd(args[0]), Parser(proto.OK)) for node in self.nodes.values()
+            ], _all_true
         raise ValueError(f"unknown zone operation {op!r}")
 
+    def _store_many(self, verb: bytes, items: dict[bytes, proto.Item], ttl: int) -> Plan:
+        exchanges: list[Exchange] = []
+        order: list[list[bytes]] = []
+        for node, keys in self.group(list(items)).items():
+            payload = b"".join(
+                proto.store_cmd(verb, k, items[k][0], items[k][1], ttl) for k in keys
+            )
+            exchanges.append((node, payload, Parser(proto.REPLY, len(keys))))
+            order.append(keys)
 
-class Sent:
-    """A zone operation whose requests are sent: ``receive`` reads and combines the replies."""
+        def not_stored(replies: list[Any]) -> list[bytes]:
+            return [
+                k
+                for keys, r in zip(order, replies, strict=True)
+                for k, ok in zip(keys, r, strict=True)
+                if not ok
+            ]
 
-    __slots__ = ("_combine", "_waiting")
-
-    def __init__(
-        self, waiting: list[tuple[SyncNode, Any, int, int]], combine: Callable[[list[Any]], Any]
-    ) -> None:
-        self._waiting = waiting
-        self._combine = combine
-
-    def ready(self) -> bool:
-        """Whether every server's reply has started to arrive (reading it will not wait long)."""
-        return all(node.ready(conn) for node, conn, _, _ in self._waiting)
-
-    def receive(self) -> Any:
-        """The zone's answer; each read waits at most the socket timeout."""
-        waiting, self._waiting = self._waiting, []
-        replies = []
-        done = 0
-        try:
-            for node, conn, kind, n in waiting:
-                done += 1  # receive() closes its own connection when it fails
-                replies.append(node.receive(conn, kind, n))
-        except BaseException:
-            for node, conn, _, _ in waiting[done:]:
-                node.abandon(conn)
-            raise
-        return self._combine(replies)
-
-    def abandon(self) -> None:
-        """Drop the replies: their connections are closed, never reused."""
-        waiting, self._waiting = self._waiting, []
-        for node, conn, _, _ in waiting:
-            node.abandon(conn)
-
-
-def send_sync(zone: Zone[SyncNode], op: str, args: tuple[Any, ...]) -> Sent:
-    """Send one zone operation to every server it needs, without reading the replies."""
-    exchanges, combine = zone.plan(op, args)
-    waiting: list[tuple[SyncNode, Any, int, int]] = []
-    try:
-        for node, payload, kind, n in exchanges:
-            waiting.append((node, node.send(payload), kind, n))
-    except BaseException:
-        for node, conn, _, _ in waiting:
-            node.abandon(conn)
-        raise
-    return Sent(waiting, combine)
-
-
-def run_sync(zone: Zone[SyncNode], op: str, args: tuple[Any, ...]) -> Any:
-    """Perform one zone operation on the calling thread (its servers are asked at once)."""
-    return send_sync(zone, op, args).receive()
-
-
-async def run_async(zone: Zone[AsyncNode], op: str, args: tuple[Any, ...]) -> Any:
-    """Perform one zone operation; servers of the zone are asked one after another."""
-    exchanges, combine = zone.plan(op, args)
-    return combine([await node.exchange(payload, kind, n) for node, payload, kind, n in exchanges])
+        return exchanges, not_stored

@@ -1,0 +1,189 @@
+"""Writes across zones: when the write policy is met, and what the caller is told.
+
+The drivers feed a :class:`Tally` with each zone's outcome as it arrives. Policies:
+
+- ``"all_minus_1"`` (the default, EVCache's ALL_MINUS_1): done when every zone but one took the
+  write, and the local zone has answered (so a caller reads its own write back from the local
+  zone). One zone's loss is invisible to callers; it is still counted (``degraded_writes``,
+  per-zone write failures) and reported in ``WriteResult.failed``.
+- ``"all"``: every zone; ``"quorum"``: more than half; ``"local"``: the local zone.
+
+A zone that failed a write queues the written keys for catch-up (see ``_catchup``). A
+``CLIENT_ERROR`` reply is the caller's error, not the zone's: it is neither a zone failure nor
+missed, and the caller gets ``CacheClientError``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import attrs
+from pymemcache.exceptions import MemcacheClientError
+
+from ._catchup import CatchUp
+from ._stats import CacheStats
+
+__all__ = ["WRITE_POLICIES", "Tally", "WritePolicy", "WriteResult", "written_keys"]
+
+WritePolicy = Literal["all_minus_1", "all", "quorum", "local"]
+WRITE_POLICIES = ("all_minus_1", "all", "quorum", "local")
+
+
+@attrs.frozen(kw_only=True)
+class WriteResult:
+    """What a write did in each zone, as known when the call returned.
+
+    ``ok`` says whether the write policy was met. ``acknowledged`` zones answered (their reply in
+    ``replies``: True/False for stored/deleted/touched, the new value for incr/decr);
+    ``failed`` maps zones to the error they gave; ``pending`` zones had not answered yet (the
+    call returned early under its policy; their outcome is still counted when it arrives).
+    ``degraded`` is True when the policy was met although a zone failed.
+    """
+
+    op: str
+    policy: str
+    ok: bool
+    acknowledged: tuple[str, ...]
+    failed: Mapping[str, str]
+    pending: tuple[str, ...]
+    replies: Mapping[str, Any]
+
+    @property
+    def degraded(self) -> bool:
+        return self.ok and bool(self.failed)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def _problem(op: str, reply: Any) -> str | None:
+    """Why a zone's reply is a failure for ``op``, or None when it acknowledges the write."""
+    if op == "set" and reply is not True:
+        return "not stored"
+    if op == "set_many" and reply:
+        return f"not stored: {len(reply)} keys"
+    return None
+
+
+def written_keys(op: str, args: tuple[Any, ...]) -> list[bytes]:
+    """The keys a zone operation writes (what a zone that missed it must forget)."""
+    if op in ("set_many", "delete_many"):
+        return list(args[0])
+    if op in ("add_many", "flush_all"):
+        return []  # a repair that did not land leaves nothing stale; a flush is not a key write
+    return [args[0]]
+
+
+class Tally:
+    """Outcomes of one write across zones, fed by the drivers as each zone answers."""
+
+    def __init__(
+        self,
+        op: str,
+        args: tuple[Any, ...],
+        zones: tuple[str, ...],
+        policy: str,
+        local: str,
+        stats: CacheStats,
+        catch_up: Mapping[str, CatchUp],
+    ) -> None:
+        self.op = op
+        self.args = args
+        self.zones = zones
+        self.policy = policy
+        self.local = local
+        self._stats = stats
+        self._catch_up = catch_up
+        self._lock = threading.Lock()
+        self._acks: dict[str, Any] = {}
+        self._failed: dict[str, str] = {}
+        self.client_error: MemcacheClientError | None = None
+        n = len(zones)
+        need = {"all": n, "quorum": n // 2 + 1, "local": 1}.get(policy, max(1, n - 1))
+        self._need = need
+        self.result: WriteResult | None = None
+        self.on_decided: Callable[[], None] | None = None
+        # set when the caller has its answer: a zone finishing after that is not trusted for
+        # these keys (the caller's next write of a key may reach the server first, on
+        # another connection), so they are caught up like a failure
+        self.returned = False
+
+    def record(self, zone: str, ok: bool, reply: Any) -> None:
+        """One zone answered (``ok`` False: ``reply`` is the error it raised)."""
+        client = not ok and isinstance(reply, MemcacheClientError)
+        if ok:
+            problem = _problem(self.op, reply)
+        elif client:
+            problem = None
+        else:
+            problem = f"{type(reply).__name__}: {reply}"
+        with self._lock:
+            if client:
+                self.client_error = self.client_error or reply
+                self._acks[zone] = None
+            elif problem is None:
+                self._acks[zone] = reply
+            else:
+                self._failed[zone] = problem
+            decided = self.result is None and self._decided()
+            if decided:
+                self.result = self.snapshot()
+        if client:
+            self._stats.count(zone, self.op, "client_error")
+        elif problem is None:
+            self._stats.count(zone, self.op, "ok")
+            if self.returned:
+                self._queue(zone)
+        else:
+            self._stats.count(zone, self.op, "error")
+            self._stats.write_failed(zone)
+            self._queue(zone)
+        if decided:
+            if self.result is not None and self.result.degraded:
+                self._stats.degraded()
+            if self.on_decided is not None:
+                self.on_decided()
+
+    def _queue(self, zone: str) -> None:
+        keys = written_keys(self.op, self.args)
+        if keys and zone in self._catch_up:
+            self._catch_up[zone].add(keys)
+
+    def _decided(self) -> bool:
+        acks, failed, local = self._acks, self._failed, self.local
+        if self.policy == "local":
+            return local in acks or local in failed
+        if len(acks) + len(failed) == len(self.zones):
+            return True
+        if len(failed) > len(self.zones) - self._need:
+            return True
+        if len(acks) < self._need:
+            return False
+        return self.policy != "all_minus_1" or local in acks or local in failed
+
+    def _ok(self) -> bool:
+        if self.policy == "local":
+            return self.local in self._acks
+        return len(self._acks) >= self._need
+
+    def final(self) -> WriteResult:
+        """What the caller is told: every zone answered so far (the decision never flips:
+        later answers only add acknowledgements or failures beyond what decided it)."""
+        self.returned = True
+        with self._lock:
+            return self.snapshot()
+
+    def snapshot(self) -> WriteResult:
+        """The result as of now (zones that have not answered are pending)."""
+        done = self._acks.keys() | self._failed.keys()
+        return WriteResult(
+            op=self.op,
+            policy=self.policy,
+            ok=self._ok(),
+            acknowledged=tuple(z for z in self.zones if z in self._acks),
+            failed=dict(self._failed),
+            pending=tuple(z for z in self.zones if z not in done),
+            replies=dict(self._acks),
+        )
