@@ -76,15 +76,29 @@ def test_overridden_restores_the_overrides_before_it() -> None:
     assert set(flags.overrides()) == {"t"}
 
 
-def test_a_bad_update_keeps_the_last_good_state_and_is_counted() -> None:
-    src = InMemorySource({"s": {"on": True}})
+def test_a_bad_flag_keeps_its_last_good_spec_and_never_costs_the_others() -> None:
+    src = InMemorySource({"s": {"on": True}, "t": {"value": 1}})
     flags = Flags(src)
-    assert src.update({"s": {"on": "maybe"}}) is False
-    assert flags.enabled("s") is True
+    assert src.update({"s": {"on": "maybe"}, "t": {"value": 2}, "u": {"on": True}}) is False
+    assert flags.enabled("s") is True  # last good spec
+    assert flags.value("t", 0) == 2 and flags.enabled("u") is True  # the valid ones went in
     st = flags.status()["sources"][0]
     assert st["errors"] == {"invalid": 1}
     assert "flags.s.on" in st["last_error"]
-    assert st["updates"] == 1
+    assert "flags.s.on" in st["flag_errors"]["s"]
+    assert st["health"] == "stale" and flags.health().value == "stale"
+    assert src.update({"s": {"on": False}, "t": {"value": 2}}) is True
+    assert flags.enabled("s") is False and "u" not in flags
+    assert flags.status()["sources"][0]["flag_errors"] == {}
+    assert flags.health().value == "ok"
+
+
+def test_an_invalid_flag_at_startup_is_absent_and_reported_the_rest_serve() -> None:
+    src = InMemorySource({"kill": {"on": "yes"}, "new-ranking": {"on": True}})
+    flags = Flags(src)
+    assert "kill" not in flags and flags.enabled("new-ranking") is True
+    assert flags.enabled("kill", default=True) is True  # the author chose how it fails
+    assert set(flags.status()["sources"][0]["flag_errors"]) == {"kill"}
 
 
 def test_on_change_reports_old_and_new_after_the_change_is_in_force() -> None:
