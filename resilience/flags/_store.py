@@ -239,7 +239,7 @@ class FlagStore:
             state.errors[kind] = state.errors.get(kind, 0) + 1
             state.last_error = f"{kind}: {message}"
             state.last_error_time = self._wall()
-        where = f" (flag {flag}, its last good spec kept)" if flag is not None else ""
+        where = f" (flag {flag}: its last good spec, if any, stays)" if flag is not None else ""
         log.warning("flag source %s: %s%s: %s", state.source.name, kind, where, message)
 
     # -- overrides ----------------------------------------------------------------------------
