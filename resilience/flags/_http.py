@@ -109,10 +109,11 @@ class HttpSource(Source):
             except Exception as exc:  # the loop itself failed: report, wait, start again
                 self._error("stopped", f"poller restarted after {type(exc).__name__}")
                 threading.Event().wait(min(self.next_delay(), self.max_backoff))
-            except BaseException as exc:  # not ours to swallow: say the poller ended, then go
+            except BaseException as exc:  # SystemExit and the like end this thread, as they
+                # would anyway; the status says so instead of the thread vanishing silently
                 self.stopped_reason = type(exc).__name__
                 self._error("stopped", f"poller ended by {type(exc).__name__}")
-                raise
+                return
 
     async def _poll_forever(self) -> None:
         self._loop = asyncio.get_running_loop()
