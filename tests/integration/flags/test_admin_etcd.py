@@ -4,6 +4,7 @@ silently overwrite each other."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
@@ -100,5 +101,5 @@ async def test_two_concurrent_writes_never_silently_overwrite_each_other(
         assert set(results) <= {200, 409} and 200 in results
     history = await asyncio.to_thread(src.history, "rate")
     assert len(history) == 2 + results.count(200)
-    for before, after in zip(history, history[1:], strict=False):
+    for before, after in itertools.pairwise(history):
         assert after.old == before.new  # every write saw the one before it: none lost

@@ -292,3 +292,56 @@ def test_sources_must_be_sources() -> None:
     bad: Any = {"a": {"on": True}}
     with pytest.raises(ConfigError):
         Flags(bad)
+
+
+def test_switch_default_chooses_how_a_missing_flag_behaves(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    flags = Flags(InMemorySource({}))
+
+    @flags.switch("recommendations", off="off", default=True)
+    def fail_open() -> str:
+        return "on"
+
+    @flags.switch("recommendations", off="off")
+    def fail_closed() -> str:
+        return "on"
+
+    assert fail_open() == "on" and fail_closed() == "off"
+    assert fail_open() == "on"
+    unknown = [r for r in caplog.records if "recommendations" in r.getMessage()]
+    assert len(unknown) == 1 and "not defined" in unknown[0].getMessage()  # logged once
+
+
+def test_require_refuses_to_start_blind(tmp_path: Path) -> None:
+    broken = tmp_path / "flags.json"
+    broken.write_text("{not json")
+    with pytest.raises(ConfigError, match="no source produced a good document"):
+        Flags(FileSource(broken, watch=False), require=True, ready_timeout=0.05)
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"flags": {"kill": {"on": "bad"}, "ok": {"on": True}}}))
+    flags = Flags(FileSource(good, watch=False), require=True)  # one bad flag: still a document
+    assert flags.enabled("ok") is True
+    with pytest.raises(ConfigError):
+        Flags(FileSource(broken, watch=False), start=True).ready(0.05, require=True)
+
+
+def test_last_success_moves_on_a_check_that_changed_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "flags.json"
+    path.write_text(json.dumps({"flags": {"kill": {"on": False}}}))
+    now = [1000.0]
+    src = FileSource(path, watch=False)
+    flags = Flags(src, wall=lambda: now[0])  # the test's own default registry
+    now[0] = 2000.0
+    assert src.refresh() is False  # unchanged
+    prom = CollectorRegistry()
+    prom.register(ResilienceCollector())
+    samples = {
+        (s.name, s.labels.get("source")): s.value
+        for fam in text_string_to_metric_families(generate_latest(prom).decode())
+        for s in fam.samples
+    }
+    name = f"file:{path}"
+    assert samples[("resilience_flag_source_last_success_timestamp_seconds", name)] == 2000.0
+    assert samples[("resilience_flag_last_update_timestamp_seconds", name)] == 1000.0
+    assert flags.status()["sources"][0]["last_success"] == 2000.0
