@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,10 +31,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from resilience.circuit import Registry  # noqa: E402
-from resilience.flags import EtcdSource, FileSource, Flags, HttpSource  # noqa: E402
-from resilience.flags._etcd_client import EtcdClient, b64  # noqa: E402
-from resilience.flags._http import DEFAULT_HTTP_INTERVAL  # noqa: E402
+from resilience.circuit import Registry
+from resilience.flags import EtcdSource, FileSource, Flags, HttpSource
+from resilience.flags._etcd_client import EtcdClient, b64
+from resilience.flags._http import DEFAULT_HTTP_INTERVAL
 
 PREFIX = "/bench/flags/"
 
@@ -272,7 +271,11 @@ def main() -> None:
         return
     if args.quick:
         args.procs, args.writes, args.flags, args.http_writes = 4, 20, 1000, 5
-    root = Path(tempfile.mkdtemp(prefix="bench-etcd-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+    root = Path(
+        tempfile.mkdtemp(
+            prefix="bench-etcd-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None
+        )
+    )
     proc, url = start_etcd(root)
     try:
         print(f"# fleet-wide flags: etcd {url}, {os.cpu_count()} cores")
