@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -70,6 +71,9 @@ def child(kind: str, target: str, extra: str) -> None:
 
     flags.on_change(None, changed)
     flags.ready(60)
+    deadline = time.monotonic() + 60
+    while kind == "etcd" and not source.connected and time.monotonic() < deadline:
+        time.sleep(0.01)  # measure from a live watch, not from its start-up
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     sys.stdin.read()
@@ -188,8 +192,10 @@ def propagation_http(procs_n: int, writes: int, interval: float) -> list[float]:
     observer = Observer(procs)
     lags: list[float] = []
     flags: dict[str, Any] = {}
+    rng = random.Random(7)
     try:
         for i in range(writes):
+            time.sleep(rng.uniform(0, interval))  # a write lands anywhere in the poll cycle
             name = f"prop-{i}"
             flags[name] = {"on": True}
             t0 = time.time()
@@ -234,25 +240,29 @@ def load_10k(url: str, root: Path, n: int) -> dict[str, Any]:
     path.write_text(json.dumps({"flags": specs}))
     out: dict[str, Any] = {}
     for kind, target in (("etcd", url), ("file", str(path))):
+        make = (f"Flags(EtcdSource([{target!r}], {prefix!r}))" if kind == "etcd"
+                else f"Flags(FileSource({target!r}))")  # fmt: skip
         code = (
-            "import resource,sys,time\n"
+            "import sys,time,tracemalloc\n"
             "from resilience.flags import Flags, EtcdSource, FileSource\n"
-            "before=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "trace = sys.argv[1] == 'memory'\n"
+            "if trace: tracemalloc.start()\n"
             "t0=time.perf_counter()\n"
-            + (f"f=Flags(EtcdSource([{target!r}], {prefix!r}))\n" if kind == "etcd"
-               else f"f=Flags(FileSource({target!r}))\n")
-            + "assert f.ready(60) and len(f.names())==" + str(n) + "\n"
+            f"f={make}\n"
+            f"assert f.ready(60) and len(f.names())=={n}\n"
             "t=time.perf_counter()-t0\n"
-            "after=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-            "print(t, (after-before)/1024)\n"
+            "print(tracemalloc.get_traced_memory()[0]/2**20 if trace else t)\n"
             "f.close()\n"
-        )  # fmt: skip
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                cwd=Path(__file__).resolve().parents[1], timeout=300)  # fmt: skip
-        if result.returncode != 0:
-            raise SystemExit(result.stderr)
-        seconds, mb = map(float, result.stdout.split())
-        out[kind] = (seconds, mb)
+        )
+        measured = []
+        for what in ("time", "memory"):
+            result = subprocess.run([sys.executable, "-c", code, what], capture_output=True,
+                                    text=True, cwd=Path(__file__).resolve().parents[1],
+                                    timeout=300)  # fmt: skip
+            if result.returncode != 0:
+                raise SystemExit(result.stderr)
+            measured.append(float(result.stdout))
+        out[kind] = tuple(measured)
     return out
 
 
@@ -296,7 +306,7 @@ def main() -> None:
         big = load_10k(url, root, args.flags)
         for kind, (seconds, mb) in big.items():
             print(f"{args.flags:,} flags from {kind:4s}: ready in {seconds * 1000:7.0f} ms, "
-                  f"+{mb:6.1f} MB resident")  # fmt: skip
+                  f"{mb:6.1f} MB allocated by the flags (tracemalloc)")  # fmt: skip
     finally:
         proc.kill()
         proc.wait(10)

@@ -91,9 +91,6 @@ class Flags(FleetWrites):
         wall: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(sources, wall)
-        self._unknown: dict[str, int] = {}
-        self._unknown_logged: set[str] = set()
-        self.bindings: list[CircuitBinding] = []
         self._started = False
         self._closed = False
         if registry is None:

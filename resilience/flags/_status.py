@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..metrics import (
     FLAG_EVALUATIONS,
@@ -14,10 +14,8 @@ from ..metrics import (
     gauge,
 )
 from ._evaluate import REASONS, Compiled
+from ._fleet import FleetWrites as Flags
 from ._store import OVERRIDE, SourceState
-
-if TYPE_CHECKING:
-    from ._flags import Flags
 
 __all__ = ["collect_metrics", "describe", "status"]
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..errors import ConfigError
+from ._circuit import CircuitBinding
 from ._evaluate import REASONS, Compiled, compile_flag
 from ._events import FlagChange, Health, HealthChange
 from ._model import Flag, parse_one
@@ -101,6 +102,9 @@ class FlagStore:
         self._health_listeners: list[Callable[[HealthChange], None]] = []
         self._validators: dict[str, list[Callable[[Any], None]]] = {}
         self._health = Health.OK
+        self._unknown: dict[str, int] = {}  # evaluations of names no source defines
+        self._unknown_logged: set[str] = set()
+        self.bindings: list[CircuitBinding] = []
 
     # -- validation -------------------------------------------------------------------------
 
