@@ -228,9 +228,10 @@ class EtcdSource(EtcdWriter, Source):
             self._decode(kv, changes, versions)
         refused = self._deliver(changes, versions, replace=True)
         with self._seen:
-            specs = {n: s for n, s in changes.items() if n not in refused}
-            specs.update({n: self._specs[n] for n in refused if n in self._specs})
-            self._specs = specs
+            if self.backup is not None:  # the raw specs are kept only to be backed up
+                specs = {n: s for n, s in changes.items() if n not in refused}
+                specs.update({n: self._specs[n] for n in refused if n in self._specs})
+                self._specs = specs
             self.stale = False
             self.revision = revision
             self._seen.notify_all()
@@ -297,7 +298,7 @@ class EtcdSource(EtcdWriter, Source):
                 self._decode(kv, changes, versions)
         refused = self._deliver(changes, versions, replace=False)
         with self._seen:
-            for name, spec in changes.items():
+            for name, spec in changes.items() if self.backup is not None else ():
                 if spec is None:
                     self._specs.pop(name, None)
                 elif name not in refused:
