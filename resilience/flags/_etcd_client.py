@@ -156,12 +156,13 @@ class EtcdClient:
             conn = http.client.HTTPConnection(ep.host, ep.port, timeout=timeout)
         return conn
 
-    def _take(self, index: int) -> http.client.HTTPConnection:
+    def _take(self, index: int) -> tuple[http.client.HTTPConnection, bool]:
+        """A connection to endpoint ``index``, and whether it is a reused (pooled) one."""
         with self._lock:
             idle = self._idle.get(index)
             if idle:
-                return idle.pop()
-        return self._connect(index, self.timeout)
+                return idle.pop(), True
+        return self._connect(index, self.timeout), False
 
     def _give(self, index: int, conn: http.client.HTTPConnection) -> None:
         with self._lock:
@@ -185,14 +186,23 @@ class EtcdClient:
         return headers
 
     def _post(self, index: int, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        conn = self._take(index)
-        try:
-            conn.request("POST", path, json.dumps(body), self._headers())
-            resp = conn.getresponse()
-            data = resp.read(MAX_RESPONSE)
-        except BaseException:
-            conn.close()
-            raise
+        payload = json.dumps(body)
+        while True:
+            conn, reused = self._take(index)
+            try:
+                conn.request("POST", path, payload, self._headers())
+                resp = conn.getresponse()
+                data = resp.read(MAX_RESPONSE)
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                if reused:  # the server closed an idle connection: try another (CAS keeps a
+                    # resent transaction from applying twice)
+                    continue
+                raise
+            except BaseException:
+                conn.close()
+                raise
+            break
         self._give(index, conn)
         try:
             decoded = json.loads(data) if data else {}

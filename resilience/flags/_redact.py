@@ -34,7 +34,7 @@ def url_secrets(url: str) -> list[str]:
         return []
     found: list[str] = []
     if parts.password:
-        found.append(parts.password)
+        found += [parts.password, urllib.parse.unquote(parts.password)]
     for name, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=False):
         if _SENSITIVE.search(name) and value:
             found.append(value)
