@@ -1,4 +1,5 @@
-"""The ``resilience`` console script: ``fit run``, ``fit discover``, ``observe alerts|grafana``.
+"""The ``resilience`` console script: ``fit run``, ``fit discover``, ``observe alerts|grafana``,
+``flags list|get|set|delete|history``.
 
 Each part adds its subcommands with one ``register`` function; every leaf parser stores a
 ``handler`` default that takes the parsed arguments and returns the exit status.
@@ -11,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from .fit._cli import handle as handle_fit
 from .fit._cli import register_fit
+from .flags._cli import register as register_flags
 from .web._cli import register as register_observe
 
 __all__ = ["build_parser", "main"]
@@ -24,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     register_fit(subparsers)
     register_observe(subparsers)
+    register_flags(subparsers)
     return parser
 
 

@@ -17,6 +17,8 @@ __all__ = [
     "ConfigError",
     "FallbackFailedError",
     "FaultInjectedError",
+    "FlagConflictError",
+    "FlagStoreError",
     "InvalidKeyError",
     "LimitExceededError",
     "RateLimitedError",
@@ -186,3 +188,23 @@ class ToxiproxyError(ResilienceError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class FlagStoreError(ResilienceError):
+    """The fleet-wide flag store (etcd) refused or could not take a request."""
+
+
+class FlagConflictError(FlagStoreError):
+    """A flag write lost a compare-and-swap: the flag changed since the writer read it.
+
+    ``expected`` is the revision the writer saw (0: absent), ``actual`` the flag's revision now.
+    """
+
+    def __init__(self, flag: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"{flag}: changed meanwhile (expected revision {expected}, found {actual}); "
+            "read it again and retry"
+        )
+        self.flag = flag
+        self.expected = expected
+        self.actual = actual

@@ -49,6 +49,7 @@ __all__ = [
     "FIT_INJECTIONS",
     "FIT_TAGS",
     "FLAG_EVALUATIONS",
+    "FLAG_LAST_SUCCESS",
     "FLAG_LAST_UPDATE",
     "FLAG_SOURCE_ERRORS",
     "LIMIT",
@@ -95,7 +96,9 @@ CACHE_BATCHED_GETS = "resilience_cache_batched_gets"  # async gets that shared a
 # flags (labels: flag, source)
 FLAG_EVALUATIONS = "resilience_flag_evaluations"  # counter, + flag, reason
 FLAG_SOURCE_ERRORS = "resilience_flag_source_errors"  # counter, + source, kind
-FLAG_LAST_UPDATE = "resilience_flag_last_update_timestamp_seconds"  # gauge, + source
+FLAG_LAST_UPDATE = "resilience_flag_last_update_timestamp_seconds"  # gauge, + source: last change
+# gauge, + source: last good check, moves even when nothing changed (alert on this one)
+FLAG_LAST_SUCCESS = "resilience_flag_source_last_success_timestamp_seconds"
 
 # fit
 FIT_TAGS = "resilience_fit_tags"  # counter, + result (accepted, unsigned, bad_signature, ...)

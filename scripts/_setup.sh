@@ -99,10 +99,20 @@ ensure_grafana_check() {
   export RESILIENCE_GRAFANA_CHECK
 }
 
+ensure_etcd() {
+  # The fleet-wide flag tests run real etcd members (Debian etcd-server, binary etcd) on loopback.
+  if ! command -v etcd >/dev/null 2>&1 && [ ! -x /usr/bin/etcd ]; then
+    apt_install etcd-server
+  fi
+  RESILIENCE_ETCD="$(command -v etcd || echo /usr/bin/etcd)"
+  export RESILIENCE_ETCD
+}
+
 ensure_all() {
   ensure_venv
   ensure_memcached
   ensure_toxiproxy
   ensure_browser_and_prometheus
   ensure_grafana_check
+  ensure_etcd
 }

@@ -8,7 +8,8 @@ the movies service with its admin dashboard. Then, while traffic flows:
 2. a FIT run takes ratings down (signed tags; circuit opens, fallback served, page still 200),
    then a second one slows recommendations through a Toxiproxy latency toxic;
 3. the local cache zone's memcached is killed (no profile misses: the other zones answer);
-4. the kill switch ``kill-recommendations`` is flipped in the flags file (no more calls);
+4. the kill switch ``kill-recommendations`` is flipped in the flags file (no more calls), or,
+   with ``--flags-store etcd``, written to a real etcd that the service watches;
 5. recovery: the zone comes back, the switch goes off, every circuit closes.
 
 It ends with a summary (``--summary-json F`` writes it as JSON) and the dashboard URL;
@@ -38,10 +39,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from examples.movies.procs import Missing, Processes, free_port
+from examples.movies.procs import Missing, Processes, find, free_port
 from examples.movies.service import Movies
 from resilience import State, StateChange, fit, registry
 from resilience.fit import Recipe, ToxiproxyClient
+from resilience.flags import EtcdSource
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 USERS = [f"u{i}" for i in range(1, 41)]
@@ -51,13 +53,17 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def write_flags(path: Path, kill_recommendations: bool) -> None:
+def write_flags(path: Path | EtcdSource, kill_recommendations: bool) -> None:
     doc = {
         "flags": {
             "kill-recommendations": {"on": kill_recommendations},
             "circuits.ratings.timeout": {"value": 0.5},
         }
     }
+    if isinstance(path, EtcdSource):  # fleet-wide: validated, compare-and-swapped, audited
+        for name, spec in doc["flags"].items():
+            path.write(name, spec, actor="demo")
+        return
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, indent=2))
     os.replace(tmp, path)  # atomic: the watcher never reads half a file
@@ -113,7 +119,18 @@ def circuits() -> dict[str, str]:
 async def play(opts: argparse.Namespace) -> int:
     procs = Processes()
     workdir = Path(tempfile.mkdtemp(prefix="movies-demo-"))
-    flags_path = workdir / "flags.json"
+    flags_path: Path | EtcdSource = workdir / "flags.json"
+    if opts.flags_store == "etcd":
+        etcd = find("RESILIENCE_ETCD", "etcd")
+        port, peer = free_port(), free_port()
+        procs.start("etcd", [etcd, "--data-dir", str(workdir / "etcd"), "--listen-client-urls",
+                             f"http://127.0.0.1:{port}", "--advertise-client-urls",
+                             f"http://127.0.0.1:{port}", "--listen-peer-urls",
+                             f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls",
+                             f"http://127.0.0.1:{peer}", "--initial-cluster",
+                             f"default=http://127.0.0.1:{peer}"], port)  # fmt: skip
+        flags_path = EtcdSource([f"http://127.0.0.1:{port}"], "/movies/flags/")
+        say(f"flags live in etcd at http://127.0.0.1:{port} under /movies/flags/")
     write_flags(flags_path, kill_recommendations=False)
     secret = secrets.token_hex(16)
     token = opts.admin_token or secrets.token_hex(8)
@@ -136,7 +153,9 @@ async def play(opts: argparse.Namespace) -> int:
         direct_recommendations = urls["recommendations"]
         urls["recommendations"] = f"http://127.0.0.1:{proxy_port}"
 
-        movies = Movies(urls, zones, flags_path, fit_secret=secret, admin_token=token)
+        store = flags_path if isinstance(flags_path, EtcdSource) else None
+        movies = Movies(urls, zones, workdir / "flags.json", fit_secret=secret, admin_token=token,
+                        flag_source=store)  # fmt: skip
         registry().on_state_change(
             lambda c: transitions.append(f"{c.dependency}: {c.old.value} -> {c.new.value}")
         )
@@ -201,7 +220,7 @@ async def play(opts: argparse.Namespace) -> int:
             )
             await asyncio.sleep(pause)
 
-            say("\n4. kill switch: kill-recommendations turned on in the flags file")
+            say(f"\n4. kill switch: kill-recommendations turned on in the {opts.flags_store}")
             write_flags(flags_path, kill_recommendations=True)
             took = await _until(lambda: movies.flags.enabled("kill-recommendations"), 10.0)
             calls_before = movies.recommendation_calls
@@ -288,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-running", action="store_true", help="stay up after the summary")
     parser.add_argument("--summary-json", help="write the summary to this file")
     parser.add_argument("--admin-token", help="the dashboard's admin token (default: random)")
+    parser.add_argument("--flags-store", choices=("file", "etcd"), default="file",
+                        help="where the flags live: a watched file, or a real etcd")  # fmt: skip
     opts = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)  # the listener prints transitions
     try:

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from resilience import fit, protect
 from resilience.cache import AsyncReplicatedCache
-from resilience.flags import FileSource, Flags
+from resilience.flags import FileSource, Flags, Source
 from resilience.web import admin_app
 
 POPULAR = ["m1", "m3"]
@@ -55,11 +55,12 @@ class Movies:
         fit_secret: str,
         admin_token: str,
         timeout: float = 0.5,
+        flag_source: Source | None = None,
     ) -> None:
         self.urls = dict(urls)
         self.database = ProfileDatabase()
         self.cache = AsyncReplicatedCache(zones, local_zone="a", name="profile", timeout=0.1)
-        self.flags = Flags(FileSource(flags_path, watch=True, interval=0.2))
+        self.flags = Flags(flag_source or FileSource(flags_path, watch=True, interval=0.2))
         self.flags.bind_circuit("ratings")
         self.fit_secret = fit_secret
         self.admin_token = admin_token

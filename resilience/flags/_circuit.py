@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..circuit import Dependency, Policy, State
 from ..errors import ConfigError
+from ._events import FlagChange
 
 if TYPE_CHECKING:
     from ..circuit import Registry
-    from ._flags import FlagChange, Flags
 
 __all__ = ["FORCED_VALUES", "POLICY_FIELDS", "CircuitBinding"]
 
@@ -38,6 +39,20 @@ FORCED_VALUES = ("open", "closed", "auto")
 _FORCED_STATES = (State.FORCED_OPEN, State.FORCED_CLOSED)
 
 
+class FlagReader(Protocol):
+    """What a binding needs from ``Flags`` (named here so this module never imports it)."""
+
+    bindings: list[CircuitBinding]
+
+    def value(self, name: str) -> Any: ...
+
+    def add_validator(self, name: str, check: Callable[[Any], None]) -> Callable[[], None]: ...
+
+    def on_change(
+        self, name: str | None, callback: Callable[[FlagChange], None]
+    ) -> Callable[[], None]: ...
+
+
 class CircuitBinding:
     """Flags bound to one dependency's circuit (made by ``Flags.bind_circuit``).
 
@@ -52,7 +67,7 @@ class CircuitBinding:
 
     def __init__(
         self,
-        flags: Flags,
+        flags: FlagReader,
         dependency: str,
         *,
         registry: Registry | None = None,

@@ -1,94 +1,44 @@
-"""``Flags``: layered sources, runtime overrides, evaluation, change callbacks, status, metrics.
+"""``Flags``: evaluation, overrides, fleet-wide writes, the switch decorator, circuits, status.
 
-Every update (a source delivering a document, an override set or cleared) is validated first,
-outside any lock; only then is the merged view rebuilt under the lock and swapped in as a new
-dict of compiled flags. Evaluation reads that dict without locking: a plain switch costs a dict
-lookup, an attribute read and a counter increment. Callbacks run after the swap, outside the lock.
+The store (``_store``) keeps layers and the compiled table; this class adds what users call.
+Evaluation reads the table without locking: a plain switch costs a dict lookup, an attribute
+read and a counter increment. No source is ever on the evaluation path: a watch or a poller
+swaps a new table in, evaluation only reads the current one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 import logging
 import os
-import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-import attrs
-
 from ..errors import ConfigError
-from ..metrics import FLAG_EVALUATIONS, FLAG_LAST_UPDATE, FLAG_SOURCE_ERRORS, counter, gauge
-from ._model import (
-    R_ERROR,
-    REASONS,
-    Compiled,
-    Details,
-    Flag,
-    check_type,
-    compile_flag,
-    evaluate,
-    parse_document,
-    type_of,
-)
-from ._sources import Source
+from ._circuit import CircuitBinding
+from ._evaluate import R_ERROR, REASONS, Compiled, Details, evaluate
+from ._fleet import FleetWrites
+from ._model import Flag, flag_from_value, parse_one
+from ._source import Source
+from ._status import collect_metrics, describe, status
+from ._store import OVERRIDE, SourceFeed
+from ._switch import switch_decorator
 
 if TYPE_CHECKING:
     from ..circuit import Registry
-    from ._circuit import CircuitBinding
 
-__all__ = ["OVERRIDE", "FlagChange", "Flags"]
+__all__ = ["DEFAULT_READY_TIMEOUT", "OVERRIDE", "Flags"]
 
 log = logging.getLogger("resilience.flags")
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-OVERRIDE = "override"
+DEFAULT_READY_TIMEOUT = 5.0
 MAX_UNKNOWN_NAMES = 1000  # distinct unknown flag names counted one by one; the rest are lumped
 _OTHER = "(other)"
-
-
-@attrs.frozen(kw_only=True)
-class FlagChange:
-    """A flag changed: ``old`` / ``new`` are ``None`` when it appeared / disappeared."""
-
-    name: str
-    old: Flag | None
-    new: Flag | None
-    source: str | None
-
-
-class _SourceState:
-    """What ``status()`` shows about one source (mutable, written under the Flags lock)."""
-
-    def __init__(self, source: Source) -> None:
-        self.source = source
-        self.updates = 0
-        self.last_update: float | None = None
-        self.last_error: str | None = None
-        self.last_error_time: float | None = None
-        self.errors: dict[str, int] = {}
-        self.loaded = threading.Event()
-
-
-class _Feed:
-    """The feed handed to one source: binds its deliveries to its layer."""
-
-    def __init__(self, flags: Flags, index: int) -> None:
-        self._flags = flags
-        self._index = index
-
-    def publish(self, document: Any) -> bool:
-        return self._flags._install(self._index, document)
-
-    def error(self, kind: str, message: str) -> None:
-        self._flags._source_error(self._index, kind, message)
-
 
 _LIVE: weakref.WeakSet[Flags] = weakref.WeakSet()
 
@@ -114,17 +64,20 @@ def _coerce(value: Any, default: Any) -> tuple[bool, Any]:
     return False, default
 
 
-class Flags:
+class Flags(FleetWrites):
     """Runtime switches and dynamic settings from layered sources, with overrides on top.
 
     ``Flags(FileSource("flags.yaml"), EnvSource())``: later sources override earlier ones flag by
     flag; ``set()`` / ``set_flag()`` overrides sit on top of every source until ``clear()``.
     Evaluation never raises: an unknown flag or a value of the wrong type gives the default
-    (reason ``error``, counted).
+    (reason ``error``, counted; an unknown name is logged once).
 
     Args:
         registry: the circuit registry whose metrics include these flags (the default one).
-        start: load every source and start their pollers now (else call ``start()``).
+        start: load every source and start their pollers and watches now (else ``start()``).
+        require: at start, wait up to ``ready_timeout`` for the sources and raise
+            ``ConfigError`` when none of them produced a good document (a backup file counts):
+            for services that would rather not start than run blind.
         wall: wall clock for update times in ``status()`` and metrics.
     """
 
@@ -133,23 +86,11 @@ class Flags:
         *sources: Source,
         registry: Registry | None = None,
         start: bool = True,
+        require: bool = False,
+        ready_timeout: float = DEFAULT_READY_TIMEOUT,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        for s in sources:
-            if not isinstance(s, Source):
-                raise ConfigError("sources", f"must be flag sources, got {s!r}")
-        self._wall = wall
-        self._lock = threading.Lock()
-        self._sources = list(sources)
-        self._states = [_SourceState(s) for s in sources]
-        self._layers: list[dict[str, Flag]] = [{} for _ in sources]
-        self._overrides: dict[str, Flag] = {}
-        self._table: dict[str, Compiled] = {}
-        self._stats: dict[str, list[int]] = {}
-        self._unknown: dict[str, int] = {}
-        self._listeners: dict[str | None, list[Callable[[FlagChange], None]]] = {}
-        self._validators: dict[str, list[Callable[[Any], None]]] = {}
-        self.bindings: list[CircuitBinding] = []
+        super().__init__(sources, wall)
         self._started = False
         self._closed = False
         if registry is None:
@@ -161,19 +102,25 @@ class Flags:
         _LIVE.add(self)
         if start:
             self.start()
+            if require:
+                try:
+                    self.ready(ready_timeout, require=True)
+                except ConfigError:
+                    self.close()
+                    raise
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Load every source once and start the pollers of those that poll."""
+        """Load every source once and start the pollers and watches of those that have them."""
         if self._started:
             return
         self._started = True
         for i, source in enumerate(self._sources):
-            source.start(_Feed(self, i))
+            source.start(SourceFeed(self, i))
 
     def close(self) -> None:
-        """Stop every poller and circuit binding; the flags keep their last values."""
+        """Stop every poller, watch and circuit binding; the flags keep their last values."""
         self._closed = True
         for binding in list(self.bindings):
             binding.close()
@@ -187,16 +134,25 @@ class Flags:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def ready(self, timeout: float | None = None) -> bool:
-        """Wait until every source has delivered a good document once; ``False`` on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for state in self._states:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not state.loaded.wait(left):
-                return False
-        return True
+    def ready(self, timeout: float | None = None, *, require: bool = False) -> bool:
+        """Wait until every source has delivered a fresh good document once.
+
+        ``False`` on timeout (the flags in force meanwhile are the sources' backups and the
+        callers' defaults). ``require=True``: on timeout, raise ``ConfigError`` when no source
+        produced any good document at all.
+        """
+        if self._wait_loaded(timeout):
+            return True
+        if require and not any(s.good for s in self._states):
+            problems = "; ".join(
+                f"{s.source.name}: {s.last_error or 'nothing yet'}" for s in self._states
+            )
+            raise ConfigError("flags", f"no source produced a good document ({problems})")
+        return False
 
     def _after_fork(self) -> None:
+        import threading
+
         self._lock = threading.Lock()
         if self._started and not self._closed:
             for source in self._sources:
@@ -222,7 +178,7 @@ class Flags:
         if c is not None:
             on = c.switch
             if on is not None:
-                c.stats[0] += 1  # a lock would cost more than the lookup; a rare lost count is ok
+                c.stats[c.reason] += 1  # a lock would cost more than the lookup; a rare lost count
                 return on
         return self._enabled(name, c, key, attrs, default)
 
@@ -271,7 +227,7 @@ class Flags:
         if c is not None and c.static:
             v = c.value
             if default is None or type(v) is type(default):
-                c.stats[0] += 1
+                c.stats[c.reason] += 1
                 return v
         return self.details(name, key, attrs, default=default).value
 
@@ -283,7 +239,7 @@ class Flags:
         *,
         default: Any = None,
     ) -> Details:
-        """Value, variant, reason and error of one evaluation (never raises)."""
+        """Value, variant, reason, error, source and version of one evaluation (never raises)."""
         c = self._table.get(name)
         if c is None:
             self._count_unknown(name)
@@ -305,6 +261,8 @@ class Flags:
                 reason=REASONS[R_ERROR],
                 error_code="general",
                 error_message=repr(exc),
+                source=c.source,
+                version=c.version,
             )
         if reason == R_ERROR:
             c.stats[R_ERROR] += 1
@@ -314,6 +272,8 @@ class Flags:
                 reason=REASONS[R_ERROR],
                 error_code="targeting_key_missing",
                 error_message=f"{name!r} splits on a key",
+                source=c.source,
+                version=c.version,
             )
         ok, coerced = _coerce(value, default)
         if not ok:
@@ -324,14 +284,29 @@ class Flags:
                 reason=REASONS[R_ERROR],
                 error_code="type_mismatch",
                 error_message=f"{name!r} is a {c.type}, the default a {type(default).__name__}",
+                source=c.source,
+                version=c.version,
             )
         c.stats[reason] += 1
-        return Details(flag=name, value=coerced, reason=REASONS[reason], variant=variant)
+        return Details(
+            flag=name,
+            value=coerced,
+            reason=REASONS[reason],
+            variant=variant,
+            source=c.source,
+            version=c.version,
+        )
 
     def _count_unknown(self, name: str) -> None:
         unknown = self._unknown
-        if name not in unknown and len(unknown) >= MAX_UNKNOWN_NAMES:
-            name = _OTHER
+        if name not in unknown:
+            if len(unknown) >= MAX_UNKNOWN_NAMES:
+                name = _OTHER
+            elif name not in self._unknown_logged and self._all_loaded():
+                # once per name, and only once the sources have loaded: before that every
+                # name is unknown and saying so would be noise
+                self._unknown_logged.add(name)
+                log.warning("flag %r is not defined by any source: callers get their default", name)
         unknown[name] = unknown.get(name, 0) + 1
 
     def __contains__(self, name: str) -> bool:
@@ -350,7 +325,7 @@ class Flags:
         c = self._table.get(name)
         return None if c is None else c.source
 
-    # -- overrides --------------------------------------------------------------------------
+    # -- overrides (this process only) ----------------------------------------------------
 
     def set(self, name: str, value: Any) -> Flag:
         """Override ``name`` with a static value on top of every source; returns the new flag.
@@ -359,49 +334,15 @@ class Flags:
         value of another type (or one a validator refuses) is a ``ConfigError`` and nothing
         changes. An unknown name becomes a switch (bool) or a value flag typed by ``value``.
         """
-        current = self.get(name)
-        if current is not None and current.kind == "switch":
-            if not isinstance(value, bool):
-                raise ConfigError(
-                    name, f"is a switch: the value must be true or false, got {value!r}"
-                )
-            flag = Flag(name=name, on=value)
-        elif current is not None:
-            assert current.type is not None
-            if value is None or not check_type(value, current.type):
-                raise ConfigError(name, f"must be of type {current.type}, got {value!r}")
-            flag = Flag(name=name, value=value, type=current.type)
-        elif isinstance(value, bool):
-            flag = Flag(name=name, on=value)
-        else:
-            flag = Flag(name=name, value=value, type=type_of(value))
+        flag = flag_from_value(name, value, self.get(name))
         self._override(name, flag)
         return flag
 
     def set_flag(self, name: str, spec: Mapping[str, Any]) -> Flag:
         """Override ``name`` with a whole flag (``{"on": true, "rollout": 0.4}``)."""
-        flag = Flag.from_dict(name, spec)
+        flag = parse_one(name, spec)
         self._override(name, flag)
         return flag
-
-    def _override(self, name: str, flag: Flag) -> None:
-        self._validate({name: flag})
-        with self._lock:
-            self._overrides[name] = flag
-            changes = self._rebuild()
-        self._notify(changes)
-
-    def clear(self, name: str) -> bool:
-        """Remove the override of ``name``; ``True`` when there was one."""
-        with self._lock:
-            if self._overrides.pop(name, None) is None:
-                return False
-            changes = self._rebuild()
-        self._notify(changes)
-        return True
-
-    def overrides(self) -> dict[str, Flag]:
-        return dict(self._overrides)
 
     @contextlib.contextmanager
     def overridden(self, values: Mapping[str, Any]) -> Iterator[Flags]:
@@ -418,115 +359,6 @@ class Flags:
                 else:
                     self._override(name, flag)
 
-    # -- validation -------------------------------------------------------------------------
-
-    def add_validator(self, name: str, check: Callable[[Any], None]) -> Callable[[], None]:
-        """Refuse updates that would give ``name`` a value ``check`` raises on (``ValueError``).
-
-        Every value the flag can give is checked, from sources and overrides alike: a refused
-        source update keeps the source's last good document, a refused override raises
-        ``ConfigError``. Returns a function that removes the check.
-        """
-        self._validators.setdefault(name, []).append(check)
-        return lambda: self._validators.get(name, []).remove(check)
-
-    def _validate(self, flags: Mapping[str, Flag]) -> None:
-        for name, flag in flags.items():
-            for check in self._validators.get(name, ()):
-                for where, value in flag.possible_values():
-                    try:
-                        check(value)
-                    except (ValueError, TypeError) as exc:  # ConfigError is a ValueError
-                        raise ConfigError(f"flags.{name}.{where}", str(exc)) from exc
-
-    # -- updates ----------------------------------------------------------------------------
-
-    def _install(self, index: int, document: Any) -> bool:
-        state = self._states[index]
-        try:
-            flags = parse_document(document)
-            self._validate(flags)
-        except ConfigError as exc:
-            self._source_error(index, "invalid", str(exc))
-            return False
-        with self._lock:
-            self._layers[index] = flags
-            state.updates += 1
-            state.last_update = self._wall()
-            changes = self._rebuild()
-        state.loaded.set()
-        log.info(
-            "flag source %s: %d flags, %d changed", state.source.name, len(flags), len(changes)
-        )
-        self._notify(changes)
-        return True
-
-    def _source_error(self, index: int, kind: str, message: str) -> None:
-        state = self._states[index]
-        with self._lock:
-            state.errors[kind] = state.errors.get(kind, 0) + 1
-            state.last_error = f"{kind}: {message}"
-            state.last_error_time = self._wall()
-        if kind == "invalid":
-            log.warning("flag source %s: rejected update: %s", state.source.name, message)
-
-    def _rebuild(self) -> list[FlagChange]:
-        """Merge layers and overrides into a new table; swap it in. Caller holds the lock."""
-        merged: dict[str, tuple[Flag, str]] = {}
-        for state, layer in zip(self._states, self._layers, strict=True):
-            for name, flag in layer.items():
-                merged[name] = (flag, state.source.name)
-        for name, flag in self._overrides.items():
-            merged[name] = (flag, OVERRIDE)
-        old = self._table
-        table: dict[str, Compiled] = {}
-        changes: list[FlagChange] = []
-        for name, (flag, source) in merged.items():
-            prev = old.get(name)
-            if prev is not None and prev.flag is flag and prev.source == source:
-                table[name] = prev
-                continue
-            stats = self._stats.get(name)
-            if stats is None:
-                stats = self._stats[name] = [0] * len(REASONS)
-            table[name] = compile_flag(flag, source, stats)
-            if prev is None or prev.flag != flag:
-                changes.append(
-                    FlagChange(
-                        name=name, old=None if prev is None else prev.flag, new=flag, source=source
-                    )
-                )
-        for name, prev in old.items():
-            if name not in table:
-                changes.append(FlagChange(name=name, old=prev.flag, new=None, source=None))
-        self._table = table
-        return changes
-
-    # -- change callbacks -------------------------------------------------------------------
-
-    def on_change(
-        self, name: str | None, callback: Callable[[FlagChange], None]
-    ) -> Callable[[], None]:
-        """Call ``callback(FlagChange)`` when ``name`` (or any flag, for ``None``) changes.
-
-        Callbacks run on the thread that made the change (a poller, or the caller of
-        ``set``), after the new state is in force. Returns a function that unsubscribes.
-        """
-        self._listeners.setdefault(name, []).append(callback)
-        return lambda: self._listeners.get(name, []).remove(callback)
-
-    def _notify(self, changes: list[FlagChange]) -> None:
-        if not changes:
-            return
-        listeners = self._listeners
-        everyone = tuple(listeners.get(None, ()))
-        for change in changes:
-            for callback in (*listeners.get(change.name, ()), *everyone):
-                try:
-                    callback(change)
-                except Exception:
-                    log.exception("flag change callback %r failed", callback)
-
     # -- decorator --------------------------------------------------------------------------
 
     def switch(
@@ -534,6 +366,7 @@ class Flags:
         name: str,
         *,
         off: Any = None,
+        default: bool = False,
         key: Callable[..., Any] | None = None,
         attrs: Callable[..., Mapping[str, Any]] | None = None,
     ) -> Callable[[Callable[P, T]], Callable[P, T]]:
@@ -542,37 +375,11 @@ class Flags:
         Args:
             off: called with the same arguments when the switch is off (awaited if it returns
                 an awaitable, for coroutine functions); a non-callable is returned as is.
+            default: whether the function runs while the flag is missing or broken (``False``:
+                ``off`` is used, a switch fails closed; ``True``: it fails open).
             key / attrs: compute the rollout key and rule attributes from the call's arguments.
         """
-
-        def decide(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-            k = None if key is None else key(*args, **kwargs)
-            a = None if attrs is None else attrs(*args, **kwargs)
-            return self.enabled(name, k, a)
-
-        def decorate(fn: Callable[P, T]) -> Callable[P, T]:
-            if inspect.iscoroutinefunction(fn):
-
-                @functools.wraps(fn)
-                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    if decide(args, kwargs):
-                        return await fn(*args, **kwargs)
-                    result = off(*args, **kwargs) if callable(off) else off
-                    if inspect.isawaitable(result):
-                        result = await result
-                    return result
-
-                return async_wrapper  # type: ignore[return-value]
-
-            @functools.wraps(fn)
-            def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-                if decide(args, kwargs):
-                    return fn(*args, **kwargs)
-                return off(*args, **kwargs) if callable(off) else off  # type: ignore[no-any-return]
-
-            return wrapper
-
-        return decorate
+        return switch_decorator(self.enabled, name, off=off, default=default, key=key, attrs=attrs)
 
     # -- circuits -----------------------------------------------------------------------------
 
@@ -587,8 +394,6 @@ class Flags:
         open_duration, half_open_calls). Pass ``timeout="ops.ratings.timeout"`` to read another
         flag, or ``None`` to leave a field alone. See ``CircuitBinding``.
         """
-        from ._circuit import CircuitBinding
-
         binding = CircuitBinding(self, dependency, registry=registry, **flag_names)
         self.bindings.append(binding)
         return binding
@@ -598,67 +403,12 @@ class Flags:
     def describe(self, name: str) -> dict[str, Any] | None:
         """What ``status()`` shows for one flag (``None`` if unknown); not counted as a use."""
         c = self._table.get(name)
-        return None if c is None else self._describe(c)
-
-    @staticmethod
-    def _describe(c: Compiled) -> dict[str, Any]:
-        return {
-            "kind": c.flag.kind,
-            "type": c.type,
-            "source": c.source,
-            "overridden": c.source == OVERRIDE,
-            "static": c.static,
-            "value": c.value if c.static else None,
-            "spec": c.flag.to_dict(),
-            "evaluations": {r.value: n for r, n in zip(REASONS, c.stats, strict=True) if n},
-        }
+        return None if c is None else describe(c)
 
     def status(self) -> dict[str, Any]:
         """A JSON-able picture: flags in force, their sources, sources' health, bindings."""
-        table = self._table
-        flags = {name: self._describe(table[name]) for name in sorted(table)}
-        with self._lock:
-            sources = [
-                {
-                    "name": st.source.name,
-                    "kind": type(st.source).__name__,
-                    "updates": st.updates,
-                    "last_update": st.last_update,
-                    "errors": dict(st.errors),
-                    "last_error": st.last_error,
-                    "last_error_time": st.last_error_time,
-                }
-                for st in self._states
-            ]
-        return {
-            "flags": flags,
-            "sources": sources,
-            "overrides": sorted(self._overrides),
-            "unknown": dict(self._unknown),
-            "bindings": [b.status() for b in self.bindings],
-        }
+        return status(self)
 
     def collect_metrics(self) -> Iterator[Any]:
         """Prometheus families, built at scrape time from the flags' own counters."""
-        evaluations = counter(FLAG_EVALUATIONS, "Flag evaluations by reason.", ["flag", "reason"])
-        for name, stats in sorted(self._stats.items()):
-            for reason, n in zip(REASONS, stats, strict=True):
-                if n:
-                    evaluations.add_metric([name, reason.value], n)
-        for name, n in sorted(self._unknown.items()):
-            evaluations.add_metric([name, "error"], n)
-        errors = counter(
-            FLAG_SOURCE_ERRORS, "Failed or rejected source updates.", ["source", "kind"]
-        )
-        last = gauge(FLAG_LAST_UPDATE, "Wall time of the last good update.", ["source"])
-        for st in self._states:
-            for kind, n in sorted(st.errors.items()):
-                errors.add_metric([st.source.name, kind], n)
-            if st.last_update is not None:
-                last.add_metric([st.source.name], st.last_update)
-        for binding in self.bindings:
-            if binding.rejected:
-                errors.add_metric(
-                    [f"circuit:{binding.dependency.name}", "rejected"], binding.rejected
-                )
-        yield from (evaluations, errors, last)
+        return collect_metrics(self)

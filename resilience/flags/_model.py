@@ -1,4 +1,4 @@
-"""The flag model (frozen, validated) and the evaluation core.
+"""The flag model: frozen, validated flags, rules and variants, and documents of them.
 
 A flag is either a *switch* (``on``, optional ``rollout`` and ``rules``) or a *value* (``value``,
 optional ``type``, ``rules`` and weighted ``variants``). Documents carry flags as in DESIGN.md::
@@ -8,21 +8,12 @@ optional ``type``, ``rules`` and weighted ``variants``). Documents carry flags a
                                "rules": [{"attr": "country", "in": ["KR", "JP"], "on": true}]},
                "ratings.timeout": {"value": 0.5}}}
 
-Evaluation order of a switch: ``on: false`` wins (static off); then the rules, first match wins
-(targeting match); then the rollout, if any (split); else on (static). A value flag: rules, then
-variants (split), then ``value`` (static).
-
-Buckets are sticky: :func:`bucket` is the first 8 bytes of BLAKE2b over the UTF-8 of
-``"<flag>:<key>"``, read big-endian, modulo 10,000. A rollout of ``r`` lets in the keys whose
-bucket is below ``round(r * 10000)``, so raising a rollout only adds keys. Variants share the
-bucket: variant ``i`` takes the buckets between the cumulative weights before and after it.
-The hash never depends on the process, the platform or the Python version.
+A document is read flag by flag (:func:`parse_flags_lenient`): one invalid flag is reported and
+never costs the valid ones beside it. How flags evaluate is in ``_evaluate``.
 """
 
 from __future__ import annotations
 
-import enum
-import hashlib
 import json
 import math
 import re
@@ -34,24 +25,21 @@ import attrs
 from ..errors import ConfigError
 
 __all__ = [
-    "BUCKETS",
     "OPERATORS",
     "TYPES",
-    "Compiled",
-    "Details",
     "Flag",
-    "Reason",
     "Rule",
     "Variant",
-    "bucket",
     "check_type",
-    "compile_flag",
-    "evaluate",
+    "document_flags",
+    "flag_from_value",
     "parse_document",
     "parse_flags",
+    "parse_flags_lenient",
+    "parse_one",
+    "type_of",
 ]
 
-BUCKETS = 10_000
 OPERATORS = ("in", "not_in", "eq", "ne", "lt", "lte", "gt", "gte", "regex")
 TYPES = ("bool", "int", "float", "str", "json")
 _PY_TYPES: dict[str, tuple[type, ...]] = {
@@ -62,26 +50,6 @@ _PY_TYPES: dict[str, tuple[type, ...]] = {
     "json": (dict, list),
 }
 _FLAG_KEYS = frozenset({"on", "rollout", "rules", "value", "type", "variants", "description"})
-
-
-class Reason(enum.StrEnum):
-    """Why an evaluation returned its value (OpenFeature's reasons, lower case)."""
-
-    STATIC = "static"
-    TARGETING_MATCH = "targeting_match"
-    SPLIT = "split"
-    DEFAULT = "default"
-    ERROR = "error"
-
-
-REASONS = tuple(Reason)
-R_STATIC, R_MATCH, R_SPLIT, R_DEFAULT, R_ERROR = range(5)
-
-
-def bucket(flag: str, key: str) -> int:
-    """The sticky bucket (0..9999) of ``key`` for ``flag``; see the module docstring."""
-    digest = hashlib.blake2b(f"{flag}:{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % BUCKETS
 
 
 def type_of(value: Any) -> str:
@@ -409,132 +377,72 @@ class Flag:
         return out
 
 
-def parse_flags(tree: Any) -> dict[str, Flag]:
-    """A ``{name: spec}`` mapping into flags; ``ConfigError`` on the first invalid one."""
+def _check_tree(tree: Any) -> Mapping[str, Any]:
     if not isinstance(tree, Mapping):
         raise ConfigError("flags", f"must be an object of flags, got {type(tree).__name__}")
-    out = {}
-    for name, spec in tree.items():
+    for name in tree:
         if not isinstance(name, str):
             raise ConfigError("flags", f"flag names must be strings, got {name!r}")
-        out[name] = Flag.from_dict(name, spec)
-    return out
+    return tree
+
+
+def parse_one(name: str, spec: Any) -> Flag:
+    """One flag; any failure (deep nesting included) is a ``ConfigError`` naming the flag."""
+    try:
+        return Flag.from_dict(name, spec)
+    except ConfigError:
+        raise
+    except (RecursionError, ValueError, TypeError) as exc:
+        raise ConfigError(_field(name), f"cannot be read: {type(exc).__name__}") from exc
+
+
+def parse_flags(tree: Any) -> dict[str, Flag]:
+    """A ``{name: spec}`` mapping into flags; ``ConfigError`` on the first invalid one."""
+    return {name: parse_one(name, spec) for name, spec in _check_tree(tree).items()}
+
+
+def parse_flags_lenient(tree: Any) -> tuple[dict[str, Flag], dict[str, ConfigError]]:
+    """A ``{name: spec}`` mapping into (valid flags, errors of the invalid ones by name).
+
+    ``ConfigError`` only when the mapping itself is not one of flags.
+    """
+    good: dict[str, Flag] = {}
+    bad: dict[str, ConfigError] = {}
+    for name, spec in _check_tree(tree).items():
+        try:
+            good[name] = parse_one(name, spec)
+        except ConfigError as exc:
+            bad[name] = exc
+    return good, bad
+
+
+def document_flags(tree: Any) -> Any:
+    """The ``{name: spec}`` mapping of a whole document (``{"flags": {...}}``)."""
+    if not isinstance(tree, Mapping) or set(tree) - {"flags"}:
+        raise ConfigError("document", "must be an object whose only key is 'flags'")
+    return tree.get("flags", {})
 
 
 def parse_document(tree: Any) -> dict[str, Flag]:
-    """A whole flag document (``{"flags": {...}}``) into flags."""
-    if not isinstance(tree, Mapping) or set(tree) - {"flags"}:
-        raise ConfigError("document", "must be an object whose only key is 'flags'")
-    return parse_flags(tree.get("flags", {}))
+    """A whole flag document (``{"flags": {...}}``) into flags; strict (first error raises)."""
+    return parse_flags(document_flags(tree))
 
 
-@attrs.frozen(kw_only=True)
-class Details:
-    """The result of one evaluation (what OpenFeature calls resolution details)."""
+def flag_from_value(name: str, value: Any, current: Flag | None) -> Flag:
+    """The flag that setting ``name`` to ``value`` gives, keeping ``current``'s kind and type.
 
-    flag: str
-    value: Any
-    reason: Reason
-    variant: str | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-
-
-@attrs.frozen(kw_only=True)
-class Compiled:
-    """A flag prepared for evaluation: what a static flag gives is computed once.
-
-    ``switch`` is the bool a static switch gives (``None`` otherwise), so ``enabled()`` on a plain
-    switch is a dict lookup and an attribute read. ``stats`` counts evaluations per reason; it is
-    shared by every compilation of one flag name, so counts survive updates.
+    A bool on a switch turns it on/off for everyone; a value flag keeps its type (an int is a
+    float); an unknown name becomes a switch (bool) or a value flag typed by ``value``.
     """
-
-    flag: Flag
-    source: str
-    stats: list[int]
-    switch: bool | None
-    static: bool
-    value: Any
-    type: str
-    prefix: str
-    rules: tuple[tuple[Callable[[Mapping[str, Any]], bool], Any, str | None], ...]
-    threshold: int
-    variants: tuple[tuple[int, str, Any], ...]
-
-
-def compile_flag(flag: Flag, source: str, stats: list[int]) -> Compiled:
-    """Prepare ``flag`` for evaluation (done on update, never per call)."""
-    by_name = {v.name: v.value for v in flag.variants}
-    rules = tuple(
-        (
-            r.predicate(),
-            (True if r.on is None else r.on)
-            if flag.kind == "switch"
-            else (by_name[r.variant] if r.variant is not None else r.value),
-            r.variant,
-        )
-        for r in flag.rules
-    )
-    variants: list[tuple[int, str, Any]] = []
-    total = sum(v.weight for v in flag.variants)
-    cumulative = 0.0
-    for v in flag.variants:
-        cumulative += v.weight
-        variants.append((round(cumulative / total * BUCKETS), v.name, v.value))
-    if flag.kind == "switch":
-        static = flag.on is False or (not rules and flag.rollout is None)
-        value: Any = bool(flag.on)
-        threshold = BUCKETS if flag.rollout is None else round(flag.rollout * BUCKETS)
-        type_name = "bool"
-    else:
-        static = not rules and not variants
-        value = flag.value
-        threshold = 0
-        type_name = flag.type or type_of(value)
-    return Compiled(
-        flag=flag,
-        source=source,
-        stats=stats,
-        switch=value if static and type_name == "bool" else None,
-        static=static,
-        value=value,
-        type=type_name,
-        prefix=flag.name + ":",
-        rules=rules,
-        threshold=threshold,
-        variants=tuple(variants),
-    )
-
-
-def evaluate(c: Compiled, key: Any, attrs: Mapping[str, Any] | None) -> tuple[Any, str | None, int]:
-    """(value, variant, reason index) of a flag for one key and attribute set.
-
-    Pure and non-blocking. The value is ``None`` when no value applies (reason error: a split
-    needs a key).
-    """
-    if c.static:
-        return c.value, None, R_STATIC
-    if attrs:
-        for test, outcome, variant in c.rules:
-            if test(attrs):
-                return outcome, variant, R_MATCH
-    if c.flag.on is not None:  # a switch that is on: rollout decides
-        if c.flag.rollout is None:
-            return True, None, R_STATIC
-        if key is None:
-            return None, None, R_ERROR
-        digest = hashlib.blake2b((c.prefix + str(key)).encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "big") % BUCKETS < c.threshold, None, R_SPLIT
-    if c.variants:
-        if key is None:
-            if c.value is not None:
-                return c.value, None, R_DEFAULT
-            return None, None, R_ERROR
-        digest = hashlib.blake2b((c.prefix + str(key)).encode(), digest_size=8).digest()
-        b = int.from_bytes(digest, "big") % BUCKETS
-        for upper, name, value in c.variants:
-            if b < upper:
-                return value, name, R_SPLIT
-        upper, name, value = c.variants[-1]
-        return value, name, R_SPLIT
-    return c.value, None, R_STATIC
+    if current is not None and current.kind == "switch":
+        if not isinstance(value, bool):
+            raise ConfigError(name, f"is a switch: the value must be true or false, got {value!r}")
+        return Flag(name=name, on=value)
+    if current is not None:
+        assert current.type is not None
+        if value is None or not check_type(value, current.type):
+            raise ConfigError(name, f"must be of type {current.type}, got {value!r}")
+        return Flag(name=name, value=value, type=current.type)
+    if isinstance(value, bool):
+        return Flag(name=name, on=value)
+    return Flag(name=name, value=value, type=type_of(value))

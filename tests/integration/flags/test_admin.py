@@ -132,3 +132,37 @@ async def test_reads_can_be_protected_too() -> None:
     finally:
         await runner.cleanup()
     assert admin_app[AUDIT_KEY].recent() == []
+
+
+async def test_an_unknown_name_is_404_unless_asked_to_create_it(
+    admin: tuple[str, Flags, Path],
+) -> None:
+    base, flags, _ = admin
+    async with aiohttp.ClientSession() as http:
+        async with http.put(f"{base}/kil", json={"value": True}, headers=AUTH) as r:
+            assert r.status == 404 and "create" in (await r.json())["error"]
+        assert "kil" not in flags
+        async with http.put(f"{base}/kil?create=1", json={"value": True}, headers=AUTH) as r:
+            assert r.status == 200 and (await r.json())["target"] == "override"
+        body = {"flag": {"on": True, "rollout": 0.1}, "create": True}
+        async with http.put(f"{base}/other", json=body, headers=AUTH) as r:
+            assert r.status == 200
+    assert flags.enabled("kil") is True and flags.get("other") is not None
+
+
+async def test_a_deeply_nested_body_and_a_non_utf8_token_are_client_errors(
+    admin: tuple[str, Flags, Path],
+) -> None:
+    base, flags, _ = admin
+    deep = b'{"value": ' + b"[" * 30_000 + b"]" * 30_000 + b"}"  # under the size cap
+    async with aiohttp.ClientSession() as http:
+        async with http.put(f"{base}/kill", data=deep, headers=AUTH) as r:
+            assert r.status == 400
+        raw = {
+            "Authorization": "Bearer \udcff\udcfe".encode("utf-8", "surrogateescape").decode(
+                "latin-1"
+            )
+        }
+        async with http.put(f"{base}/kill", json={"value": True}, headers=raw) as r:
+            assert r.status == 401
+    assert flags.overrides() == {}

@@ -116,3 +116,73 @@ async def test_a_server_down_at_start_leaves_defaults_and_reports_it() -> None:
         assert src.failures == 1
     finally:
         await asyncio.to_thread(flags.close)
+
+
+async def test_no_response_ends_the_poller_and_big_ones_are_refused(server: FlagServer) -> None:
+    src = HttpSource(server.url, interval=0.05, max_backoff=0.1, timeout=1.0, max_bytes=4096)
+    flags = Flags(src)
+    try:
+        assert await asyncio.to_thread(flags.ready, 10)
+        server.publish("[" * 100_000 + "]" * 100_000)  # RecursionError in a JSON parser
+        assert await until(lambda: flags.status()["sources"][0]["errors"].get("too_large", 0) >= 1)
+        server.publish('{"flags": ' + "[" * 2000 + "]" * 2000 + "}")  # deep, and under the cap
+        assert await until(lambda: flags.status()["sources"][0]["errors"].get("parse", 0) >= 1)
+        assert flags.enabled("a") is True  # the last good state stays
+        server.publish({"flags": {"a": {"on": False}}})
+        assert await until(lambda: not flags.enabled("a"))  # the poller lived on
+        assert flags.status()["sources"][0]["running"] is True
+    finally:
+        await asyncio.to_thread(flags.close)
+
+
+async def test_a_poller_thread_that_ends_shows_as_stopped(server: FlagServer) -> None:
+    src = HttpSource(server.url, interval=0.05, timeout=1.0)
+
+    async def fatal(session: object) -> bool:
+        raise SystemExit("operator pulled the plug")
+
+    src.poll = fatal  # type: ignore[method-assign]
+    flags = Flags(src)
+    try:
+        assert await until(lambda: flags.status()["sources"][0]["running"] is False)
+        st = flags.status()["sources"][0]
+        assert st["stopped"] == "SystemExit" and st["errors"]["stopped"] == 1
+        assert st["health"] == "error"
+    finally:
+        await asyncio.to_thread(flags.close)
+
+
+async def test_credentials_in_the_url_are_redacted_everywhere(
+    server: FlagServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from prometheus_client import generate_latest
+
+    from resilience.metrics import ResilienceCollector
+
+    caplog.set_level(logging.DEBUG)
+    host = server.url.removeprefix("http://")
+    url = f"http://ops:hunter2pw@{host}?env=prod&token=t0ken-value&api_key=k3y"
+    dead = f"http://ops:hunter2pw@127.0.0.1:{free_port()}/flags?token=t0ken-value"
+    src, down = HttpSource(url, interval=0.05), HttpSource(dead, interval=0.05, timeout=0.5)
+    flags = Flags(src, down)
+    try:
+        assert await until(lambda: "a" in flags)
+        assert await until(lambda: flags.status()["sources"][1]["errors"])
+        assert src.name == f"http:http://ops:***@{host}?env=prod&token=***&api_key=***"
+        from prometheus_client import CollectorRegistry
+
+        reg = CollectorRegistry()
+        reg.register(ResilienceCollector())
+        texts = [
+            json.dumps(flags.status()),
+            generate_latest(reg).decode(),
+            repr(src),
+            *(r.getMessage() for r in caplog.records if r.name.startswith("resilience")),
+        ]
+    finally:
+        await asyncio.to_thread(flags.close)
+    for text in texts:
+        for secret in ("hunter2pw", "t0ken-value", "k3y"):
+            assert secret not in text

@@ -76,15 +76,29 @@ def test_overridden_restores_the_overrides_before_it() -> None:
     assert set(flags.overrides()) == {"t"}
 
 
-def test_a_bad_update_keeps_the_last_good_state_and_is_counted() -> None:
-    src = InMemorySource({"s": {"on": True}})
+def test_a_bad_flag_keeps_its_last_good_spec_and_never_costs_the_others() -> None:
+    src = InMemorySource({"s": {"on": True}, "t": {"value": 1}})
     flags = Flags(src)
-    assert src.update({"s": {"on": "maybe"}}) is False
-    assert flags.enabled("s") is True
+    assert src.update({"s": {"on": "maybe"}, "t": {"value": 2}, "u": {"on": True}}) is False
+    assert flags.enabled("s") is True  # last good spec
+    assert flags.value("t", 0) == 2 and flags.enabled("u") is True  # the valid ones went in
     st = flags.status()["sources"][0]
     assert st["errors"] == {"invalid": 1}
     assert "flags.s.on" in st["last_error"]
-    assert st["updates"] == 1
+    assert "flags.s.on" in st["flag_errors"]["s"]
+    assert st["health"] == "stale" and flags.health().value == "stale"
+    assert src.update({"s": {"on": False}, "t": {"value": 2}}) is True
+    assert flags.enabled("s") is False and "u" not in flags
+    assert flags.status()["sources"][0]["flag_errors"] == {}
+    assert flags.health().value == "ok"
+
+
+def test_an_invalid_flag_at_startup_is_absent_and_reported_the_rest_serve() -> None:
+    src = InMemorySource({"kill": {"on": "yes"}, "new-ranking": {"on": True}})
+    flags = Flags(src)
+    assert "kill" not in flags and flags.enabled("new-ranking") is True
+    assert flags.enabled("kill", default=True) is True  # the author chose how it fails
+    assert set(flags.status()["sources"][0]["flag_errors"]) == {"kill"}
 
 
 def test_on_change_reports_old_and_new_after_the_change_is_in_force() -> None:
@@ -278,3 +292,56 @@ def test_sources_must_be_sources() -> None:
     bad: Any = {"a": {"on": True}}
     with pytest.raises(ConfigError):
         Flags(bad)
+
+
+def test_switch_default_chooses_how_a_missing_flag_behaves(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    flags = Flags(InMemorySource({}))
+
+    @flags.switch("recommendations", off="off", default=True)
+    def fail_open() -> str:
+        return "on"
+
+    @flags.switch("recommendations", off="off")
+    def fail_closed() -> str:
+        return "on"
+
+    assert fail_open() == "on" and fail_closed() == "off"
+    assert fail_open() == "on"
+    unknown = [r for r in caplog.records if "recommendations" in r.getMessage()]
+    assert len(unknown) == 1 and "not defined" in unknown[0].getMessage()  # logged once
+
+
+def test_require_refuses_to_start_blind(tmp_path: Path) -> None:
+    broken = tmp_path / "flags.json"
+    broken.write_text("{not json")
+    with pytest.raises(ConfigError, match="no source produced a good document"):
+        Flags(FileSource(broken, watch=False), require=True, ready_timeout=0.05)
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"flags": {"kill": {"on": "bad"}, "ok": {"on": True}}}))
+    flags = Flags(FileSource(good, watch=False), require=True)  # one bad flag: still a document
+    assert flags.enabled("ok") is True
+    with pytest.raises(ConfigError):
+        Flags(FileSource(broken, watch=False), start=True).ready(0.05, require=True)
+
+
+def test_last_success_moves_on_a_check_that_changed_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "flags.json"
+    path.write_text(json.dumps({"flags": {"kill": {"on": False}}}))
+    now = [1000.0]
+    src = FileSource(path, watch=False)
+    flags = Flags(src, wall=lambda: now[0])  # the test's own default registry
+    now[0] = 2000.0
+    assert src.refresh() is False  # unchanged
+    prom = CollectorRegistry()
+    prom.register(ResilienceCollector())
+    samples = {
+        (s.name, s.labels.get("source")): s.value
+        for fam in text_string_to_metric_families(generate_latest(prom).decode())
+        for s in fam.samples
+    }
+    name = f"file:{path}"
+    assert samples[("resilience_flag_source_last_success_timestamp_seconds", name)] == 2000.0
+    assert samples[("resilience_flag_last_update_timestamp_seconds", name)] == 1000.0
+    assert flags.status()["sources"][0]["last_success"] == 2000.0

@@ -22,8 +22,8 @@ def make(flags: dict[str, Any]) -> Flags:
     ("spec", "key", "attrs", "expected", "reason"),
     [
         ({"on": True}, None, None, True, Reason.STATIC),
-        ({"on": False}, "u1", {"country": "KR"}, False, Reason.STATIC),
-        ({"on": False, "rules": [KR_RULE]}, "u1", {"country": "KR"}, False, Reason.STATIC),
+        ({"on": False}, "u1", {"country": "KR"}, False, Reason.DISABLED),
+        ({"on": False, "rules": [KR_RULE]}, "u1", {"country": "KR"}, False, Reason.DISABLED),
         (
             {"on": True, "rules": [KR_RULE], "rollout": 0.0},
             "u1",
@@ -39,7 +39,7 @@ def make(flags: dict[str, Any]) -> Flags:
             Reason.SPLIT,
         ),
         ({"on": True, "rules": [KR_RULE], "rollout": 1.0}, "u1", {}, True, Reason.SPLIT),
-        ({"on": True, "rules": [KR_RULE]}, "u1", {"country": "DE"}, True, Reason.STATIC),
+        ({"on": True, "rules": [KR_RULE]}, "u1", {"country": "DE"}, True, Reason.DEFAULT),
         (
             {"on": True, "rules": [{"attr": "country", "not_in": ["KR"], "on": False}]},
             None,
@@ -52,7 +52,7 @@ def make(flags: dict[str, Any]) -> Flags:
             None,
             {},
             True,
-            Reason.STATIC,
+            Reason.DEFAULT,
         ),  # a missing attribute matches no rule, not even not_in
         (
             {"on": True, "rules": [{"attr": "plan", "eq": "pro", "on": False}]},
@@ -66,7 +66,7 @@ def make(flags: dict[str, Any]) -> Flags:
             None,
             {"plan": "pro"},
             True,
-            Reason.STATIC,
+            Reason.DEFAULT,
         ),
         (
             {"on": True, "rollout": 0.0, "rules": [{"attr": "age", "gte": 18}]},
