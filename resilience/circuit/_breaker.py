@@ -83,6 +83,16 @@ class Breaker:
         self._streak = 0
         self._streak_successes = -1
 
+    def reset_after_fork(self) -> None:
+        """Drop trial slots held by calls of other threads (they do not exist in a fork child)."""
+        self._lock = threading.Lock()
+        self._trials = self._trial_successes
+
+    @property
+    def trials_in_flight(self) -> int:
+        """Half-open trial calls admitted and not finished yet."""
+        return self._trials - self._trial_successes if self.state is _HALF_OPEN else 0
+
     def retry_after(self, now: float) -> float | None:
         if self.state is _OPEN:
             return max(0.0, self.opened_at + self.policy.open_duration - now)

@@ -8,6 +8,10 @@ The pool admits ``pool_size + queue_size`` calls; a permit is returned when the 
 the call, not when the caller gives up. A caller that timed out leaves its worker *abandoned*
 (Python cannot kill a thread): the worker keeps its permit until the function really returns, so
 abandoned workers can never make the pool run more than ``pool_size`` calls at once.
+
+After ``os.fork()`` the child has none of the parent's worker threads and none of the calls that
+held permits: every pool and permit set drops them there (``os.register_at_fork``), so the child
+starts with empty pools, full permits and fresh locks.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import contextvars
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from queue import SimpleQueue
 from typing import Any
@@ -53,6 +58,12 @@ class Permits:
     @property
     def in_use(self) -> int:
         return self.limit + self._debt - len(self._free)
+
+    def reset_after_fork(self) -> None:
+        """Every permit free again: the calls that held them live in the parent only."""
+        self._lock = threading.Lock()
+        self._debt = 0
+        self._free[:] = [0] * self.limit  # in place: fast paths hold this very list
 
     def resize(self, limit: int) -> None:
         """Change the limit; calls already admitted keep their permits until they finish."""
@@ -99,11 +110,19 @@ class ThreadBulkhead:
         self._queue: SimpleQueue[Job | None] = SimpleQueue()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        self._pid = os.getpid()
         self.running = 0
         self.abandoned = 0
         self.executed = 0
         self.max_running = 0
+        _pools.add(self)
+
+    def reset_after_fork(self) -> None:
+        """Forget the parent's workers, queue and in-flight calls (run in a forked child)."""
+        self._lock = threading.Lock()
+        self._threads = []
+        self._queue = SimpleQueue()
+        self.running = self.abandoned = 0
+        self.permits.reset_after_fork()
 
     @property
     def queued(self) -> int:
@@ -122,7 +141,7 @@ class ThreadBulkhead:
 
     def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Job:
         """Queue a call; the caller must have taken a permit from ``self.permits``."""
-        if len(self._threads) < self.pool_size or self._pid != os.getpid():
+        if len(self._threads) < self.pool_size:
             self._start_workers()
         job = Job(fn, args, kwargs)
         self._queue.put(job)
@@ -139,11 +158,6 @@ class ThreadBulkhead:
 
     def _start_workers(self) -> None:
         with self._lock:
-            if self._pid != os.getpid():  # after fork() the parent's threads do not exist here
-                self._pid = os.getpid()
-                self._threads = []
-                self._queue = SimpleQueue()
-                self.running = self.abandoned = 0
             while len(self._threads) < self.pool_size:
                 t = threading.Thread(
                     target=self._work,
@@ -170,7 +184,9 @@ class ThreadBulkhead:
                     self.max_running = self.running
             try:
                 job.result = job.ctx.run(job.fn, *job.args, **job.kwargs)
-            except Exception as exc:
+            except BaseException as exc:
+                # KeyboardInterrupt or SystemExit from the function belongs to the caller, who
+                # re-raises it; the worker lives on to serve the next call.
                 job.error = exc
             finally:
                 with lock:
@@ -181,3 +197,15 @@ class ThreadBulkhead:
                     job.state = _DONE
                     self.permits.give()
                 job.done.release()
+
+
+_pools: weakref.WeakSet[ThreadBulkhead] = weakref.WeakSet()
+
+
+def _reset_pools_after_fork() -> None:
+    for pool in list(_pools):
+        pool.reset_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_pools_after_fork)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -105,6 +107,10 @@ class _Deadlines:
             self._when = deadline
         return entry
 
+    def live(self) -> int:
+        """Deadlines still armed (calls in flight)."""
+        return sum(1 for entry in self._q if entry[2] == _LIVE)
+
     @staticmethod
     def _expire(entry: list[Any]) -> None:
         if entry[2] == _LIVE and entry[1] is not None:
@@ -165,6 +171,17 @@ class Dependency:
         self._deadlines: dict[asyncio.AbstractEventLoop, _Deadlines] = {}
         self.retries = 0
         self._default_guard = Guard(self)
+        _live.add(self)
+
+    def _reset_after_fork(self) -> None:
+        # In a forked child only the forking thread exists: calls other threads had in flight
+        # never finish there, so their permits, trial slots and held locks are dropped.
+        self.permits.reset_after_fork()
+        self._pool_lock = threading.Lock()
+        self._deadlines.clear()
+        self._dl_loop = self._dl = None
+        self.window._lock = threading.Lock()
+        self.breaker.reset_after_fork()
 
     def __repr__(self) -> str:
         return f"<Dependency {self.name!r} {self.breaker.state.value}>"
@@ -387,6 +404,10 @@ class Dependency:
                 now = clock()
                 self._failure(decision, err, now - start, now, ignore)
                 raise
+            except BaseException:  # no outcome to decide, but nothing may stay taken
+                permits.give()
+                self.breaker.release(decision)
+                raise
             permits.give()
             now = clock()
             if now - start > policy.timeout:
@@ -398,13 +419,26 @@ class Dependency:
         if not pool.permits.try_take():
             raise self._reject(decision, pool.permits.limit)
         start = clock()
-        job = pool.submit(fn, args, kwargs)
-        if job.done.acquire(timeout=policy.timeout):
+        job = None
+        try:
+            job = pool.submit(fn, args, kwargs)
+            finished = job.done.acquire(timeout=policy.timeout)
+        except BaseException:  # e.g. Ctrl-C while waiting: the worker finishes on its own
+            if job is None:
+                pool.permits.give()
+            else:
+                pool.abandon(job)
+            self.breaker.release(decision)
+            raise
+        if finished:
             now = clock()
             error = job.error
             if error is None:
                 self._success(decision, now - start, now)
                 return job.result
+            if not isinstance(error, Exception):  # KeyboardInterrupt, SystemExit...
+                self.breaker.release(decision)
+                raise error
             self._failure(decision, error, now - start, now, ignore)
             raise error
         pool.abandon(job)
@@ -452,6 +486,11 @@ class Dependency:
             now = clock()
             self._failure(decision, err, now - start, now, ignore)
             raise
+        except BaseException:
+            entry[2] = _DONE
+            permits.give()
+            self.breaker.release(decision)
+            raise
         permits.give()
         now = clock()
         if entry[2] == _EXPIRED:  # the function swallowed our cancellation and returned
@@ -461,6 +500,18 @@ class Dependency:
         entry[2] = _DONE
         self._success(decision, now - start, now)
         return result
+
+
+_live: weakref.WeakSet[Dependency] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for dep in list(_live):
+        dep._reset_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 class Ticket:
@@ -633,6 +684,9 @@ class Guard:
                 permits.give()
                 now = clock()
                 return failed(err, now - start, now, fn, args, kwargs)
+            except BaseException:
+                permits.give()
+                raise
             if permits._debt:
                 permits.give()
             else:
@@ -676,6 +730,10 @@ class Guard:
                 result = await fn(*args, **kwargs)
             except (Exception, asyncio.CancelledError) as err:
                 return await self._afailed(err, entry, task, start, fn, args, kwargs)
+            except BaseException:
+                entry[2] = _DONE
+                permits.give()
+                raise
             if permits._debt:
                 permits.give()
             else:

@@ -58,7 +58,16 @@ def protect(
         descriptor = isinstance(target, (classmethod, staticmethod))
         if not (descriptor or callable(target)):
             raise ConfigError("fn", f"protect({name!r}) needs a function, got {fn!r}")
-        is_async = inspect.iscoroutinefunction(target.__func__ if descriptor else target)
+        inner = target.__func__ if descriptor else target
+        if inspect.isgeneratorfunction(inner) or inspect.isasyncgenfunction(inner):
+            raise ConfigError(
+                "fn",
+                f"protect({name!r}) cannot protect the generator function {fn!r}: errors "
+                "raised while it is iterated would bypass the breaker, timeout and fallback. "
+                "Protect a function that returns the whole result instead (return list(...)), "
+                "or protect the call that fetches each page or item.",
+            )
+        is_async = inspect.iscoroutinefunction(inner)
         if not is_async and inspect.iscoroutinefunction(fallback):
             raise ConfigError("fallback", f"{fn!r} is sync; its fallback cannot be a coroutine")
         wrapper: Any
