@@ -65,8 +65,10 @@ class Breaker:
         policy: Policy,
         window: RollingWindow,
         emit: Callable[[StateChange], None],
+        on_move: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
+        self._on_move = on_move  # told of every state change at once, under the lock
         self.policy = policy
         self.state = State.CLOSED  # read without the lock on the hot path (a single attribute)
         self.opened_at = 0.0
@@ -215,4 +217,6 @@ class Breaker:
 
     def _move(self, new: State, now: float, reason: str) -> StateChange:
         old, self.state = self.state, new
+        if self._on_move is not None:
+            self._on_move()
         return StateChange(self.name, old, new, now, reason)

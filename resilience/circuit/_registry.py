@@ -26,6 +26,7 @@ class Registry:
 
     def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
         self.clock = clock
+        self.sleep: Callable[[float], object] | None = None
         self._deps: dict[str, Dependency] = {}
         self._lock = threading.Lock()
         self._listeners: list[Listener] = []
@@ -49,6 +50,8 @@ class Registry:
             dep = self._deps.get(name)
             if dep is None:
                 dep = self._deps[name] = Dependency(name, wanted, self.clock, self._listeners)
+                if self.sleep is not None:
+                    dep.set_clock(self.clock, self.sleep)
                 dep.declared = stated
                 return dep
             if stated and not dep.declared:
@@ -94,11 +97,18 @@ class Registry:
     def metrics_sources(self) -> list[MetricsSource]:
         return list(self._sources)
 
-    def set_clock(self, clock: Callable[[], float]) -> None:
-        """Read time from ``clock`` in every dependency, present and future."""
+    def set_clock(
+        self, clock: Callable[[], float], sleep: Callable[[float], object] | None = None
+    ) -> None:
+        """Read time from ``clock`` in every dependency, present and future.
+
+        ``sleep``: what the library's own waits (retry back-off, rate-limit tokens) call instead
+        of ``time.sleep``; give a fake clock's ``advance`` so they move it. None: real sleeps.
+        """
         self.clock = clock
+        self.sleep = sleep
         for dep in self:
-            dep.set_clock(clock)
+            dep.set_clock(clock, sleep)
 
     def reset(self) -> None:
         """Close every circuit and start fresh windows (between tests)."""

@@ -14,13 +14,19 @@ from collections.abc import Callable
 import attrs
 
 __all__ = [
+    "CALL_OUTCOMES",
+    "EXCEPTION_THROWN",
     "FAILURE",
     "FALLBACK_FAILURE",
+    "FALLBACK_MISSING",
     "FALLBACK_SUCCESS",
     "IGNORED",
     "LATENCY_BOUNDS",
     "OUTCOMES",
+    "RATE_LIMITED",
     "REJECTED",
+    "RETRIED",
+    "RETRY_BUDGET_EXHAUSTED",
     "SHORT_CIRCUITED",
     "SUCCESS",
     "TIMEOUT",
@@ -28,6 +34,8 @@ __all__ = [
     "WindowSnapshot",
 ]
 
+# What the window counts, per bucket: the outcome of every attempt (the breaker reads these),
+# then events around calls (fallbacks, exceptions handed to callers, retries).
 (
     SUCCESS,
     FAILURE,
@@ -37,7 +45,12 @@ __all__ = [
     FALLBACK_SUCCESS,
     FALLBACK_FAILURE,
     IGNORED,
-) = range(8)
+    RATE_LIMITED,
+    EXCEPTION_THROWN,
+    FALLBACK_MISSING,
+    RETRIED,
+    RETRY_BUDGET_EXHAUSTED,
+) = range(13)
 OUTCOMES = (
     "success",
     "failure",
@@ -47,7 +60,14 @@ OUTCOMES = (
     "fallback_success",
     "fallback_failure",
     "ignored",
+    "rate_limited",
+    "exception_thrown",
+    "fallback_missing",
+    "retried",
+    "retry_budget_exhausted",
 )
+# The main outcomes of a caller's call (``resilience_calls_total``), indexes into OUTCOMES.
+CALL_OUTCOMES = (SUCCESS, FAILURE, TIMEOUT, SHORT_CIRCUITED, REJECTED, RATE_LIMITED, IGNORED)
 # Upper bounds (seconds) of the latency histogram, a 1-2-5 series from 100 us to 60 s.
 LATENCY_BOUNDS: tuple[float, ...] = (
     0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5,
@@ -120,6 +140,8 @@ class RollingWindow:
             row[_SUM] = 0.0
         self._retired: list[float] = [0] * _ROW
         self._retired[_SUM] = 0.0
+        # Attempts followed by a retry, per outcome: cumulative only (see ``superseded``).
+        self._superseded = [0] * _N_OUT
         # Successes are appended here without a lock (list.append is atomic) and folded into
         # their row's counts and histogram in batches: the success path never takes the lock.
         self._pending: list[list[float]] = [[] for _ in range(buckets)]
@@ -222,6 +244,17 @@ class RollingWindow:
             if epoch != self._epoch:
                 self._advance(epoch)
             self._row[outcome] += 1
+
+    def supersede(self, outcome: int) -> None:
+        """An attempt recorded as ``outcome`` is being retried: the caller's call will end with
+        another attempt's outcome. The rolling counts keep it (the breaker judges attempts)."""
+        with self._lock:
+            self._superseded[outcome] += 1
+
+    def superseded(self) -> tuple[int, ...]:
+        """Cumulative attempts per outcome that were followed by a retry."""
+        with self._lock:
+            return tuple(self._superseded)
 
     def reset(self) -> None:
         """Start a fresh window (the breaker closed); counts move to the cumulative totals."""

@@ -102,6 +102,8 @@ class BreakerMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         if hasattr(self, "loop"):
             self.loop.close()
+            if self.dep.pool is not None:
+                self.dep.pool.close()
 
     def _check(self, call: Callable[[], Any], outcome: str) -> None:
         """Run one call; ``outcome`` is what the function does: ok, fail, or a BaseException."""
