@@ -43,6 +43,8 @@ async def call(
 ) -> Any:
     """Await ``fn(*args, **kwargs)`` through ``guard``; the signature is wrapt's."""
     dep = guard.dependency
+    if dep._probation > 0:
+        dep._first_calls()
     if _fit_get() is not None:
         fn = inject_async(dep.name, fn, dep.policy.timeout)
     if not guard.plain:

@@ -46,6 +46,8 @@ log = logging.getLogger("resilience.circuit")
 T = TypeVar("T")
 
 _CLOSED = State.CLOSED
+PROBATION_CALLS = 100
+LOOP_CHECK_AFTER = 0.0001  # seconds: a shorter sync call cannot hold an event loop up
 
 
 def _is_coroutine_function(fn: Any) -> bool:
@@ -98,9 +100,11 @@ class Dependency(Recorder):
         self._dl: Deadlines | None = None
         self._deadlines: dict[asyncio.AbstractEventLoop, Deadlines] = {}
         self._loop_warned = False
+        self._probation = PROBATION_CALLS
         self.lane = True
         self.fast_limit = 0.0
         self._refresh()
+        self.window.peak_probe = self._take_peak
         self._default_guard = Guard(self)
         _live.add(self)
 
@@ -187,6 +191,11 @@ class Dependency(Recorder):
     def retries(self) -> int:
         """Retries made so far (attempts after a caller's first)."""
         return self.window.totals().counts[RETRIED]
+
+    def peak_concurrency(self) -> int:
+        """The most calls in flight at once during the rolling window, whatever the isolation
+        (coroutines and semaphore calls holding permits, plus pool workers running a call)."""
+        return self.window.peak()
 
     def retry_budget(self, retry: Retry) -> RetryBudgetState | None:
         """The retry budget that callers retrying with ``retry`` share (None: unlimited)."""
@@ -291,17 +300,37 @@ class Dependency(Recorder):
 
     def _refresh(self) -> None:
         # ``lane``: the decorator's fast path may serve the next call (closed circuit, fixed
-        # bulkhead, no rate limit). ``fast_limit``: the latency below which a fast-path call
-        # is a plain success (neither slow nor past its timeout).
+        # bulkhead, no rate limit, first calls made). ``fast_limit``: the latency below which
+        # a sync fast-path call is a plain success (neither slow nor past its timeout, nor long
+        # enough to matter if it held up an event loop).
         self.lane = (
             self.breaker.state is _CLOSED
             and self._limiter is self.permits
             and self._rate_limiter is None
+            and self._probation <= 0
         )
         slow = self.policy.slow_call_duration
-        self.fast_limit = self.policy.timeout if slow is None else min(slow, self.policy.timeout)
+        limit = min(self.policy.timeout, LOOP_CHECK_AFTER)
+        self.fast_limit = limit if slow is None else min(slow, limit)
+
+    def _first_calls(self, calls: int = 1) -> None:
+        # The first PROBATION_CALLS calls take the general path, which checks every sync call
+        # for a running event loop; later, the fast path checks only calls that took
+        # LOOP_CHECK_AFTER or more (one check per call costs 6% of a protected call).
+        self._probation -= calls
+        if self._probation <= 0:
+            self._refresh()
 
     # -- internals ------------------------------------------------------------------------
+
+    def _take_peak(self) -> int:
+        peak = self.permits.take_peak()
+        pool = self._pool
+        if pool is not None:
+            peak += pool.take_peak()
+        if self._limiter is not self.permits:
+            peak += self._limiter.in_use
+        return peak
 
     def _thread_pool(self) -> ThreadBulkhead:
         with self._pool_lock:

@@ -47,6 +47,8 @@ def call(
     dep = guard.dependency
     if _running_loop() is not None:
         dep._warn_on_loop(fn)
+    if dep._probation > 0:
+        dep._first_calls()
     if _fit_get() is not None:
         fn = inject_sync(dep.name, fn, dep.policy.timeout)
     if not guard.plain:
@@ -249,8 +251,8 @@ def fast(guard: Guard, fn: Callable[..., Any]) -> Callable[..., Any]:
     """A closure running ``fn`` through ``guard``, for the decorator.
 
     The closed-circuit success path of semaphore isolation with nothing else to do (no FIT
-    recipe, no event loop on this thread, fixed bulkhead, no rate limit: ``dependency.lane``)
-    is inlined here: one frame, no lock (permits and success latencies are lock-free lists).
+    recipe, fixed bulkhead, no rate limit, past the first calls: ``dependency.lane``) is
+    inlined here: one frame, no lock (permits and success latencies are lock-free lists).
     Every other case goes to the same pipeline as ``call``, with this attempt's outcome.
     """
     dep = guard.dependency
@@ -266,10 +268,9 @@ def fast(guard: Guard, fn: Callable[..., Any]) -> Callable[..., Any]:
     permits = dep.permits
     free = permits._free
     fit_get = FIT.get
-    running_loop = _running_loop
 
     def protected(*args: Any, **kwargs: Any) -> Any:
-        if not dep.lane or fit_get() is not None or running_loop() is not None:
+        if not dep.lane or fit_get() is not None:
             return general(fn, None, args, kwargs)
         try:
             free.pop()
@@ -319,8 +320,11 @@ def _late(
     latency: float,
     now: float,
 ) -> Any:
-    # A fast-path call that returned slow (recorded as slow) or past its timeout.
+    # A fast-path call that took long enough to matter: maybe slow (recorded as slow), past
+    # its timeout, or holding up an event loop running on this thread.
     dep = guard.dependency
+    if _running_loop() is not None:
+        dep._warn_on_loop(fn)
     timeout = dep.policy.timeout
     if latency > timeout:
         return run(

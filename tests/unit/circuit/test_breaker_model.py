@@ -20,6 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from resilience import CircuitOpenError, Policy
 from resilience.circuit import Dependency, State
+from resilience.circuit._dependency import PROBATION_CALLS
 from resilience.testing import FakeClock
 
 
@@ -96,6 +97,7 @@ class BreakerMachine(RuleBasedStateMachine):
             consecutive_failures=consecutive, pool_size=1, queue_size=0, max_concurrent=1,
         )  # fmt: skip
         self.dep = Dependency("model", self.policy, clock=self.clock)
+        self.dep._first_calls(PROBATION_CALLS)  # decorated calls take the fast paths
         self.model = Model(self.policy, self.clock())
         self.loop = asyncio.new_event_loop()
 

@@ -15,6 +15,7 @@ import pytest
 from resilience import ConfigError, State, protect, registry
 from resilience import testing as rtesting
 from resilience.circuit import OUTCOMES
+from resilience.circuit._dependency import PROBATION_CALLS
 
 
 class Abort(BaseException):
@@ -26,6 +27,11 @@ def counts(name: str) -> dict[str, int]:
     return dict(zip(OUTCOMES, dep.window.totals().counts, strict=True))
 
 
+def past_first_calls(name: str) -> None:
+    """Let the decorator's fast path serve the dependency (after its first calls)."""
+    registry().dependency(name)._first_calls(PROBATION_CALLS)
+
+
 @pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit, Abort])
 def test_semaphore_fast_path_returns_the_permit(exc_type: type[BaseException]) -> None:
     raising = [True]
@@ -35,6 +41,8 @@ def test_semaphore_fast_path_returns_the_permit(exc_type: type[BaseException]) -
         if raising[0]:
             raise exc_type()
         return "ok"
+
+    past_first_calls("svc")
 
     for _ in range(5):  # more than max_concurrent: a leak would reject the next call
         with pytest.raises(exc_type):
@@ -140,6 +148,8 @@ async def test_async_base_exception_leaves_no_deadline_behind() -> None:
     @protect("svc", timeout=0.05, max_concurrent=1)
     async def call() -> None:
         raise Abort()
+
+    past_first_calls("svc")
 
     async def caller() -> str:
         with pytest.raises(Abort):

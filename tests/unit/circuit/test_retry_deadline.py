@@ -27,6 +27,7 @@ from resilience import (
 )
 from resilience import testing as rtesting
 from resilience.circuit import NETWORK_ERRORS, OUTCOMES
+from resilience.circuit._dependency import PROBATION_CALLS
 
 NO_WAIT = tenacity.wait_none()
 
@@ -284,6 +285,26 @@ async def test_a_sync_call_on_the_loop_thread_warns_once_per_dependency(isolatio
     assert "'ratings'" in message and "get_ratings" in message
     assert "async def" in message and ".acall(" in message
     assert relevant[0].filename == __file__  # points at the caller's line
+
+
+async def test_later_fast_calls_warn_when_they_hold_the_loop_up() -> None:
+    """Past its first calls a dependency checks only calls long enough to hold a loop up."""
+    durations = [0.0]
+
+    @protect("ratings", isolation="semaphore")
+    def get_ratings() -> int:
+        time.sleep(durations[0])
+        return 1
+
+    registry().dependency("ratings")._first_calls(PROBATION_CALLS)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert get_ratings() == 1  # a few microseconds: not a blocked loop
+        assert not caught
+        durations[0] = 0.002
+        assert get_ratings() == 1
+    assert len(caught) == 1 and "'ratings'" in str(caught[0].message)
+    assert caught[0].filename == __file__
 
 
 def test_a_sync_call_off_the_loop_does_not_warn() -> None:
