@@ -232,7 +232,7 @@ async def test_async_deadline_cuts_the_whole_call_in_real_time() -> None:
     with pytest.raises(CallTimeoutError):
         await hangs()
     elapsed = loop.time() - t0
-    assert 0.28 <= elapsed < 0.5, elapsed
+    assert 0.28 <= elapsed < 0.75, elapsed  # without the deadline: 4 x 0.2 s
     assert len(attempts) == 2  # 0.2 s, then what was left of the deadline
 
 
@@ -254,7 +254,7 @@ def test_thread_pool_deadline_in_real_time() -> None:
 
     t0 = time.monotonic()
     assert hangs() == "fb"
-    assert time.monotonic() - t0 < 0.5
+    assert time.monotonic() - t0 < 0.75  # without the deadline: 4 x 0.2 s
     release.set()
 
 
@@ -289,20 +289,21 @@ async def test_a_sync_call_on_the_loop_thread_warns_once_per_dependency(isolatio
 
 async def test_later_fast_calls_warn_when_they_hold_the_loop_up() -> None:
     """Past its first calls a dependency checks only calls long enough to hold a loop up."""
-    durations = [0.0]
+    with rtesting.fake_clock() as clock:
+        durations = [0.0]
 
-    @protect("ratings", isolation="semaphore")
-    def get_ratings() -> int:
-        time.sleep(durations[0])
-        return 1
+        @protect("ratings", isolation="semaphore")
+        def get_ratings() -> int:
+            clock.advance(durations[0])
+            return 1
 
-    registry().dependency("ratings")._first_calls(PROBATION_CALLS)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        assert get_ratings() == 1  # a few microseconds: not a blocked loop
-        assert not caught
-        durations[0] = 0.002
-        assert get_ratings() == 1
+        registry().dependency("ratings")._first_calls(PROBATION_CALLS)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert get_ratings() == 1  # took no time: not a blocked loop
+            assert not caught
+            durations[0] = 0.002
+            assert get_ratings() == 1
     assert len(caught) == 1 and "'ratings'" in str(caught[0].message)
     assert caught[0].filename == __file__
 
@@ -327,14 +328,15 @@ async def test_acall_runs_a_sync_function_in_the_pool_without_blocking_the_loop(
             await asyncio.sleep(0.01)
 
     def blocking(x: int) -> tuple[int, str]:
-        time.sleep(0.1)
+        time.sleep(0.3)
         return x * 2, threading.current_thread().name
 
     ticking = asyncio.ensure_future(ticker())
     value, thread = await dep.acall(blocking, 21)
+    ticked = len(ticks)
     await ticking
     assert value == 42 and thread.startswith("resilience-svc")
-    assert len(ticks) == 5  # the loop ran while the function blocked its worker
+    assert ticked >= 2  # the loop ran while the function blocked its worker
     assert counts("svc")["success"] == 1
 
 
@@ -345,7 +347,7 @@ async def test_acall_of_a_sync_function_honours_the_timeout() -> None:
     t0 = loop.time()
     with pytest.raises(CallTimeoutError):
         await dep.acall(release.wait, 5)
-    assert loop.time() - t0 < 0.5
+    assert loop.time() - t0 < 2.0
     release.set()
     assert counts("svc")["timeout"] == 1
 
