@@ -217,14 +217,14 @@ async def attempt(
     return judged
 
 
-def _wake(fut: asyncio.Future[None]) -> None:
+def _wake(fut: asyncio.Future[bool], finished: bool) -> None:
     if not fut.done():
-        fut.set_result(None)
+        fut.set_result(finished)
 
 
-def _wake_from(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None]) -> None:
+def _wake_from(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[bool]) -> None:
     # Called by the pool's worker thread when the job is done.
-    loop.call_soon_threadsafe(_wake, fut)
+    loop.call_soon_threadsafe(_wake, fut, True)
 
 
 async def attempt_in_pool(
@@ -245,13 +245,17 @@ async def attempt_in_pool(
         breaker.release(decision)
         raise dep._reject(decision, permits.limit)
     loop = asyncio.get_running_loop()
-    woken: asyncio.Future[None] = loop.create_future()
+    woken: asyncio.Future[bool] = loop.create_future()
     clock = dep._clock
     start = clock()
     job = None
     try:
         job = pool.submit(fn, args, kwargs, lambda: _wake_from(loop, woken))
-        await asyncio.wait((woken,), timeout=time_limit)
+        timer = loop.call_later(time_limit, _wake, woken, False)
+        try:
+            finished = await woken  # True: the job is done; False: the time limit came first
+        finally:
+            timer.cancel()
     except BaseException:  # cancelled while waiting: the worker finishes on its own
         if job is None:
             permits.release(0.0, False)
@@ -261,8 +265,7 @@ async def attempt_in_pool(
         raise
     now = clock()
     latency = now - start
-    if not woken.done():
-        woken.cancel()
+    if not finished:
         pool.abandon(job)
         return TIMEOUT, dep._timeout(decision, latency, now, time_limit)
     error = job.error

@@ -180,16 +180,15 @@ class Breaker:
 
     def _evaluate(self, now: float, failed: bool = True) -> None:
         policy = self.policy
-        snap = self._window.snapshot(now)
-        calls = snap.calls
+        calls, failure_rate, slow_rate = self._window.rates(now)
         reason = self._consecutive(failed)
         if reason is None:
             if calls < policy.min_calls:
                 return
-            if snap.failure_rate >= policy.failure_rate:
-                reason = f"failure rate {snap.failure_rate:.2f} >= {policy.failure_rate:.2f}"
-            elif policy.slow_call_rate is not None and snap.slow_rate >= policy.slow_call_rate:
-                reason = f"slow-call rate {snap.slow_rate:.2f} >= {policy.slow_call_rate:.2f}"
+            if failure_rate >= policy.failure_rate:
+                reason = f"failure rate {failure_rate:.2f} >= {policy.failure_rate:.2f}"
+            elif policy.slow_call_rate is not None and slow_rate >= policy.slow_call_rate:
+                reason = f"slow-call rate {slow_rate:.2f} >= {policy.slow_call_rate:.2f}"
             else:
                 return
         with self._lock:

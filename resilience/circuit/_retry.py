@@ -21,6 +21,7 @@ and the retry is counted ``budget_exhausted``.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
@@ -155,6 +156,27 @@ class RetryBudgetState(Protocol):
         ...
 
 
+class _Outcome:
+    """What tenacity's wait strategies read of an attempt (``retry_state.outcome``), without the
+    ``concurrent.futures.Future`` tenacity would build for it (a Condition per attempt)."""
+
+    __slots__ = ("_error", "_value", "attempt_number", "failed")
+
+    def __init__(self, attempt: int, error: BaseException | None, value: Any) -> None:
+        self.attempt_number = attempt
+        self.failed = error is not None
+        self._error = error
+        self._value = value
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        return self._error
+
+    def result(self, timeout: float | None = None) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 class Retrier:
     """One caller call's retry decisions. Plain code, no IO: the drivers sleep and call.
 
@@ -200,12 +222,14 @@ class Retrier:
         if not self.retryable(exc):
             return None
         state = self._call_state()
-        state.set_exception((type(exc), exc, exc.__traceback__))
+        state.outcome = _Outcome(self.attempt, exc, None)  # type: ignore[assignment]
+        state.outcome_timestamp = time.monotonic()
         return self._next(state, now, deadline_at)
 
     def after_result(self, result: Any, now: float, deadline_at: float | None) -> float | None:
         state = self._call_state()
-        state.set_result(result)
+        state.outcome = _Outcome(self.attempt, None, result)  # type: ignore[assignment]
+        state.outcome_timestamp = time.monotonic()
         return self._next(state, now, deadline_at)
 
     def _call_state(self) -> tenacity.RetryCallState:
