@@ -127,3 +127,30 @@ def test_percentiles_of_a_dependency_come_from_its_calls() -> None:
             call(0.030)
         p50, p99 = registry().dependency("svc").window.percentiles([0.5, 0.99])
     assert p50 == pytest.approx(0.030, rel=0.02) and p99 == pytest.approx(0.030, rel=0.02)
+
+
+def test_the_hystrix_command_message_carries_these_values() -> None:
+    from resilience.web import hystrix_command
+
+    with rtesting.fake_clock() as clock:
+
+        @protect("ratings", isolation="semaphore", timeout=5, min_calls=100)
+        def call(seconds: float, fail: bool = False) -> None:
+            clock.advance(seconds)
+            if fail:
+                raise ConnectionError()
+
+        for _ in range(99):
+            call(0.030)
+        call(0.080)
+        for _ in range(2):
+            with pytest.raises(ConnectionError):
+                call(0.030, fail=True)
+        msg = hystrix_command(registry().dependency("ratings"))
+    for key in ("latencyExecute", "latencyTotal"):
+        latency = msg[key]
+        assert latency["50"] == 30 and latency["99"] == 30 and latency["100"] == 80
+        assert set(latency) == {"0", "25", "50", "75", "90", "95", "99", "99.5", "100"}
+    assert msg["rollingCountExceptionsThrown"] == 2
+    assert msg["rollingCountFallbackMissing"] == 2
+    assert msg["rollingMaxConcurrentExecutionCount"] == 1
