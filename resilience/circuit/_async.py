@@ -184,11 +184,12 @@ async def attempt(
         result = await fn(*args, **kwargs)
     except asyncio.CancelledError:
         now = clock()
-        limit.release(now - start, True)
         if entry[2] != EXPIRED:  # cancelled by someone else: not the dependency's fault
             entry[2] = DONE
+            limit.release(now - start, False)
             breaker.release(decision)
             raise
+        limit.release(now - start, True)
         if task is not None:
             task.uncancel()
         return TIMEOUT, dep._timeout(decision, now - start, now, time_limit)

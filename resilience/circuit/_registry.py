@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -31,6 +33,7 @@ class Registry:
         self._lock = threading.Lock()
         self._listeners: list[Listener] = []
         self._sources: list[MetricsSource] = []
+        _registries.add(self)
 
     def dependency(self, name: str, policy: Policy | None = None, **options: Any) -> Dependency:
         """The dependency named ``name``, created on first use.
@@ -121,6 +124,18 @@ class Registry:
         with self._lock:
             self._deps.clear()
 
+
+_registries: weakref.WeakSet[Registry] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    # A thread of the parent may have held a registry's lock at fork(): not in the child.
+    for reg in list(_registries):
+        reg._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 _default = Registry()
 

@@ -214,3 +214,22 @@ async def test_the_budget_is_shared_by_async_callers() -> None:
 
     assert await asyncio.gather(down(), down()) == ["fb", "fb"]
     assert budget.deposits == 2 and counts("svc")["retry_budget_exhausted"] == 2
+
+
+async def test_a_limit_learns_timeouts_as_drops_and_outside_cancellations_as_not() -> None:
+    dep = registry().dependency("svc", timeout=0.05, min_calls=100)
+    limit = Limit()
+    dep.limiter = limit
+
+    async def hangs() -> None:
+        await asyncio.sleep(5)
+
+    with pytest.raises(Exception, match="timed out"):
+        await dep.acall(hangs)
+    task = asyncio.ensure_future(dep.acall(hangs))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert limit.log == ["try", ("release", True), "try", ("release", False)]
+    assert limit.in_use == 0
