@@ -190,6 +190,9 @@ class ThreadBulkhead:
         self.executed = 0
         self.max_running = 0
         self._peak = 0  # most workers running at once since the last ``take_peak``
+        # Whether workers time each call for ``permits.release``: a fixed limit ignores the
+        # latency, so only a limit that learns from it (adaptive) turns this on.
+        self.measure = False
         _pools.add(self)
 
     def reset_after_fork(self) -> None:
@@ -283,7 +286,8 @@ class ThreadBulkhead:
                     self.max_running = self.running
                 if self.running > self._peak:
                     self._peak = self.running
-            start = clock()
+            measure = self.measure
+            start = clock() if measure else 0.0
             dropped = True
             try:
                 job.result = job.ctx.run(job.fn, *job.args, **job.kwargs)
@@ -300,7 +304,7 @@ class ThreadBulkhead:
                         self.abandoned -= 1
                         dropped = True
                     job.state = _DONE
-                    permits.release(clock() - start, dropped)
+                    permits.release(clock() - start if measure else 0.0, dropped)
                 job.done.release()
                 if job.notify is not None:
                     self._notify(job.notify)

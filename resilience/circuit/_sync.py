@@ -54,9 +54,13 @@ def call(
     if not guard.plain:
         return run(guard, fn, args, kwargs, guard.start())
     # The first attempt of a call with no deadline and no budget, kept short: for thread
-    # isolation this is every call's path.
+    # isolation this is every call's path. With ``lane`` (closed circuit, no rate limit) the
+    # breaker's decision is RUN and has nothing to release: straight to the pool.
     try:
-        outcome, value = attempt(dep, fn, args, kwargs, guard.ignore, dep.policy.timeout, None)
+        if dep.lane and dep.policy.isolation == "thread":
+            outcome, value = _in_pool(dep, RUN, fn, args, kwargs, guard.ignore, dep.policy.timeout)
+        else:
+            outcome, value = attempt(dep, fn, args, kwargs, guard.ignore, dep.policy.timeout, None)
     except RejectedError as exc:
         refused = exc
     else:
