@@ -88,9 +88,10 @@ class Policy:
     """What every call to one dependency shares.
 
     Args:
-        timeout: seconds a caller waits for a call (sync thread isolation and async calls are
-            cut off; a sync call under semaphore isolation cannot be preempted and is recorded
-            as a timeout when it returns late, see ``Dependency.call``).
+        timeout: seconds each attempt may take (thread-pool calls are abandoned and coroutines
+            cancelled at it; a sync call under semaphore isolation cannot be preempted and is
+            recorded as a timeout when it returns late, see ``Dependency.call``). A retried
+            call may take several; ``protect(..., deadline=...)`` bounds the whole call.
         isolation: for sync functions, ``"thread"`` runs them in the dependency's own bounded
             pool; ``"semaphore"`` runs them on the caller's thread under ``max_concurrent``.
         pool_size / queue_size: workers of the thread pool and calls allowed to wait for one.
