@@ -1,16 +1,15 @@
-"""A dependency: what every call to one named dependency shares, and the record step.
+"""A dependency: what every call to one named dependency shares.
 
 One ``Dependency`` per key holds the policy, the breaker, the rolling window, the limits (the
 semaphore permits, the thread pool, and the slots for a rate limiter, an adaptive concurrency
 limit and a retry budget) and the per-loop coroutine deadlines. Calls run through it in the
-pipeline of ``_sync`` / ``_async``; this module records what they end in.
+pipeline of ``_sync`` / ``_async``; ``Recorder`` (``_record``) records what they end in.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
 import os
 import threading
 import time
@@ -21,10 +20,7 @@ from typing import Any, TypeVar
 import attrs
 
 from ..context import FIT
-from ..errors import (
-    CallTimeoutError,
-    ConfigError,
-)
+from ..errors import CallTimeoutError, ConfigError
 from ._breaker import REJECT, RUN, Breaker, State
 from ._bulkhead import ConcurrencyLimit, Permits, ThreadBulkhead
 from ._fallback import MISSING
@@ -34,14 +30,9 @@ from ._record import Listener, Recorder
 from ._retry import Retry, RetryBudgetState
 from ._throttle import TokenBucket
 from ._timeout import Deadlines
-from ._window import (
-    RETRIED,
-    RollingWindow,
-)
+from ._window import RETRIED, RollingWindow
 
 __all__ = ["Dependency", "Listener", "Ticket"]
-
-log = logging.getLogger("resilience.circuit")
 
 T = TypeVar("T")
 
