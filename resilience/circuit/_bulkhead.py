@@ -190,8 +190,9 @@ class ThreadBulkhead:
         self.executed = 0
         self.max_running = 0
         self._peak = 0  # most workers running at once since the last ``take_peak``
-        # Whether workers time each call for ``permits.release``: a fixed limit ignores the
-        # latency, so only a limit that learns from it (adaptive) turns this on.
+        # ``permits`` admits calls (any ConcurrencyLimit; workers release it). Whether workers
+        # time each call for ``permits.release``: a fixed limit ignores the latency, so only a
+        # limit that learns from it (adaptive) turns this on.
         self.measure = False
         _pools.add(self)
 
@@ -269,12 +270,13 @@ class ThreadBulkhead:
     def _work(self) -> None:
         queue = self._queue
         lock = self._lock
-        permits = self.permits
         clock = time.perf_counter
         while True:
             job = queue.get()
             if job is None:
                 return
+            # Read per job: the admission may be swapped for a limit that learns (adaptive).
+            permits = self.permits
             with lock:
                 if job.state == _ABANDONED:  # the caller timed out while the job was queued
                     permits.release(0.0, True)
