@@ -21,7 +21,7 @@ from typing import Any
 
 import tenacity
 
-from resilience import Policy, Retry, protect
+from resilience import Policy, Retry, protect, registry
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -156,6 +156,75 @@ def main() -> int:
     t_r = timeit_sync(lambda: ours_retry(1), n, repeats)
     t_t = timeit_sync(lambda: ten(1), max(2000, n // 5), repeats)
     results.append(line("resilience (retry=3)", t_r, "tenacity.retry", t_t, 0.15))
+
+    print("retry and deadline configured, no failure")
+    ours_deadline = protect(
+        "bench.deadline",
+        isolation="semaphore",
+        max_concurrent=64,
+        deadline=5.0,
+        retry=Retry(attempts=3, wait=tenacity.wait_none()),
+    )(trivial)
+    ten_deadline = tenacity.retry(
+        stop=tenacity.stop_after_attempt(3) | tenacity.stop_after_delay(5.0),
+        wait=tenacity.wait_none(),
+    )(trivial)
+    t_rd = timeit_sync(lambda: ours_deadline(1), max(2000, n // 5), repeats)
+    t_td = timeit_sync(lambda: ten_deadline(1), max(2000, n // 5), repeats)
+    results.append(
+        line("resilience (retry + deadline)", t_rd, "tenacity stop_after_delay", t_td, 0.3)
+    )
+
+    print("one failure, then a successful retry")
+
+    def flaky_factory() -> Callable[[int], int]:
+        state = [0]
+
+        def flaky(x: int) -> int:
+            state[0] += 1
+            if state[0] % 2:
+                raise ConnectionError("every other call")
+            return x
+
+        return flaky
+
+    ours_flaky = protect(
+        "bench.flaky",
+        isolation="semaphore",
+        max_concurrent=64,
+        min_calls=10**9,
+        retry=Retry(attempts=3, wait=tenacity.wait_none()),
+    )(flaky_factory())
+    ten_flaky = tenacity.retry(
+        stop=tenacity.stop_after_attempt(3),
+        wait=tenacity.wait_none(),
+        retry=tenacity.retry_if_exception_type(ConnectionError),
+    )(flaky_factory())
+    fn_ = max(2000, n // 10)
+    t_of = timeit_sync(lambda: ours_flaky(1), fn_, repeats)
+    t_tf = timeit_sync(lambda: ten_flaky(1), fn_, repeats)
+    results.append(line("resilience (retried once)", t_of, "tenacity (retried once)", t_tf, 0.5))
+
+    print("a sync function awaited from a coroutine, in a pool of 4")
+    dep_pool = registry().dependency("bench.acall", pool_size=4, queue_size=64, timeout=1.0)
+    executor = ThreadPoolExecutor(max_workers=4)
+
+    async def via_executor(x: int) -> int:
+        return await asyncio.get_running_loop().run_in_executor(executor, trivial, x)
+
+    an = max(1000, n // 20)
+    t_ac = timeit_async(lambda: dep_pool.acall(trivial, 1), an, repeats)
+    t_ex = timeit_async(lambda: via_executor(1), an, repeats)
+    results.append(
+        line(
+            "resilience Dependency.acall(sync)",
+            t_ac,
+            "loop.run_in_executor (no timeout)",
+            t_ex,
+            1.2,
+        )
+    )
+    executor.shutdown()
 
     print("16 threads x 10 calls of 20 ms through one breaker")
 

@@ -41,43 +41,52 @@ __all__ = [
     "CACHE_ZONE_UP",
     "CALLS",
     "CALL_DURATION",
-    "CIRCUIT_FAILURE_RATE",
+    "CIRCUIT_FAILURE_RATIO",
+    "CIRCUIT_FAILURE_RATIO_THRESHOLD",
     "CIRCUIT_OPENED",
-    "CIRCUIT_SLOW_CALL_RATE",
+    "CIRCUIT_SLOW_CALL_RATIO",
     "CIRCUIT_STATE",
+    "CONCURRENCY_LIMIT",
     "CONCURRENT_CALLS",
+    "FALLBACKS",
     "FIT_INJECTIONS",
     "FIT_TAGS",
     "FLAG_EVALUATIONS",
     "FLAG_LAST_SUCCESS",
     "FLAG_LAST_UPDATE",
     "FLAG_SOURCE_ERRORS",
-    "LIMIT",
     "POOL_ABANDONED",
     "POOL_ACTIVE",
     "POOL_QUEUED",
+    "QUEUE_LIMIT",
     "RETRIES",
     "STREAM_CLIENTS",
     "STREAM_DROPPED",
+    "TIMEOUT_SECONDS",
     "ResilienceCollector",
+    "circuit_families",
     "counter",
     "gauge",
     "install",
 ]
 
-# circuit (labels: dependency)
-CALLS = "resilience_calls"  # counter, + outcome
-CALL_DURATION = "resilience_call_duration_seconds"  # histogram of calls that ran
+# circuit (labels: dependency). The meanings are a contract: see README "Prometheus".
+CALLS = "resilience_calls"  # counter, + outcome: each caller call once, by its main outcome
+FALLBACKS = "resilience_fallbacks"  # counter, + outcome (success, failure)
+CALL_DURATION = "resilience_call_duration_seconds"  # histogram of attempts that ran
 CIRCUIT_STATE = "resilience_circuit_state"  # gauge 0/1, + state
-CIRCUIT_FAILURE_RATE = "resilience_circuit_failure_rate"  # gauge over the rolling window
-CIRCUIT_SLOW_CALL_RATE = "resilience_circuit_slow_call_rate"
+CIRCUIT_FAILURE_RATIO = "resilience_circuit_failure_ratio"  # gauge 0..1 over the rolling window
+CIRCUIT_SLOW_CALL_RATIO = "resilience_circuit_slow_call_ratio"  # gauge 0..1
+CIRCUIT_FAILURE_RATIO_THRESHOLD = "resilience_circuit_failure_ratio_threshold"  # gauge 0..1
 CIRCUIT_OPENED = "resilience_circuit_opened"  # counter of transitions to open
-RETRIES = "resilience_retries"  # counter of retry attempts
-POOL_ACTIVE = "resilience_pool_active_workers"
+RETRIES = "resilience_retries"  # counter, + outcome (attempted, budget_exhausted)
+TIMEOUT_SECONDS = "resilience_timeout_seconds"  # gauge: each attempt's timeout
+CONCURRENCY_LIMIT = "resilience_concurrency_limit"  # gauge: calls admitted at once
+QUEUE_LIMIT = "resilience_queue_limit"  # gauge: calls that may wait for a pool worker
+POOL_ACTIVE = "resilience_pool_active_workers"  # thread pools only, as the two below
 POOL_QUEUED = "resilience_pool_queued_calls"
 POOL_ABANDONED = "resilience_pool_abandoned_workers"  # timed out, still running
 CONCURRENT_CALLS = "resilience_concurrent_calls"  # semaphore / coroutine permits in use
-LIMIT = "resilience_limit"  # configured limits, + limit (timeout_seconds, pool_size, ...)
 
 # cache (labels: cache, zone)
 CACHE_REQUESTS = "resilience_cache_requests"  # counter, + op, result (hit, miss, error, ok)
@@ -129,71 +138,129 @@ class ResilienceCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Any]:
-        from .circuit import LATENCY_BOUNDS, OUTCOMES, State
         from .circuit import registry as default_registry
 
         reg = self._registry or default_registry()
-        calls = counter(CALLS, "Calls by outcome.", ["dependency", "outcome"])
-        duration = HistogramMetricFamily(
-            CALL_DURATION, "Duration of calls that ran.", labels=["dependency"]
-        )
-        state = gauge(CIRCUIT_STATE, "1 for the circuit's current state.", ["dependency", "state"])
-        failure_rate = gauge(
-            CIRCUIT_FAILURE_RATE, "Failure rate over the rolling window.", ["dependency"]
-        )
-        slow_rate = gauge(
-            CIRCUIT_SLOW_CALL_RATE, "Slow-call rate over the rolling window.", ["dependency"]
-        )
-        opened = counter(CIRCUIT_OPENED, "Transitions to open.", ["dependency"])
-        retries = counter(RETRIES, "Retry attempts.", ["dependency"])
-        active = gauge(POOL_ACTIVE, "Pool workers running a call.", ["dependency"])
-        queued = gauge(POOL_QUEUED, "Calls waiting for a pool worker.", ["dependency"])
-        abandoned = gauge(
-            POOL_ABANDONED, "Workers still running a call whose caller timed out.", ["dependency"]
-        )
-        concurrent = gauge(
-            CONCURRENT_CALLS,
-            "Semaphore permits in use (async and semaphore isolation).",
-            ["dependency"],
-        )
-        limits = gauge(LIMIT, "Configured limits.", ["dependency", "limit"])
-        for dep in reg:
-            name = dep.name
-            totals = dep.window.totals()
-            for i, outcome in enumerate(OUTCOMES):
-                calls.add_metric([name, outcome], totals.counts[i])
-            cumulative = 0
-            buckets: list[tuple[str, float]] = []
-            for bound, n in zip((*LATENCY_BOUNDS, float("inf")), totals.histogram, strict=True):
-                cumulative += n
-                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-            duration.add_metric([name], buckets, totals.latency_sum)
-            current = dep.state
-            for st in State:
-                state.add_metric([name, st.value], 1.0 if st is current else 0.0)
-            snap = dep.window.snapshot()
-            failure_rate.add_metric([name], snap.failure_rate)
-            slow_rate.add_metric([name], snap.slow_rate)
-            opened.add_metric([name], dep.breaker.opened_count)
-            retries.add_metric([name], dep.retries)
-            pool = dep.pool
-            active.add_metric([name], pool.running if pool else 0)
-            queued.add_metric([name], pool.queued if pool else 0)
-            abandoned.add_metric([name], pool.abandoned if pool else 0)
-            concurrent.add_metric([name], dep.permits.in_use)
-            p = dep.policy
-            for label, value in (
-                ("timeout_seconds", p.timeout),
-                ("pool_size", p.pool_size),
-                ("queue_size", p.queue_size),
-                ("max_concurrent", p.max_concurrent),
-                ("failure_rate", p.failure_rate),
-            ):
-                limits.add_metric([name, label], float(value))
-        yield from (calls, duration, state, failure_rate, slow_rate, opened, retries)
-        yield from (active, queued, abandoned, concurrent, limits)
+        yield from circuit_families(reg)
         for source in reg.metrics_sources:
             yield from source.collect_metrics()
+
+
+def circuit_families(reg: Registry) -> list[Any]:
+    """The circuit metric families of every dependency of ``reg``, read now."""
+    from .circuit import CALL_OUTCOMES, LATENCY_BOUNDS, OUTCOMES, State
+
+    fallback_success = OUTCOMES.index("fallback_success")
+    fallback_failure = OUTCOMES.index("fallback_failure")
+    retried = OUTCOMES.index("retried")
+    exhausted = OUTCOMES.index("retry_budget_exhausted")
+    calls = counter(
+        CALLS,
+        "Caller calls by main outcome: success, failure, timeout, short_circuited, rejected, "
+        "rate_limited, ignored (an exception listed in ignore=). A retried call counts once, "
+        "by its last attempt.",
+        ["dependency", "outcome"],
+    )
+    fallbacks = counter(
+        FALLBACKS, "Fallbacks served (success) or raising.", ["dependency", "outcome"]
+    )
+    duration = HistogramMetricFamily(
+        CALL_DURATION, "Duration of attempts that ran, in seconds.", labels=["dependency"]
+    )
+    state = gauge(CIRCUIT_STATE, "1 for the circuit's current state.", ["dependency", "state"])
+    failure_ratio = gauge(
+        CIRCUIT_FAILURE_RATIO,
+        "Failed and timed-out attempts over attempts that ran, in the rolling window (0..1).",
+        ["dependency"],
+    )
+    slow_ratio = gauge(
+        CIRCUIT_SLOW_CALL_RATIO,
+        "Slow attempts over attempts that ran, in the rolling window (0..1).",
+        ["dependency"],
+    )
+    threshold = gauge(
+        CIRCUIT_FAILURE_RATIO_THRESHOLD,
+        "Failure ratio at which the circuit opens (0..1).",
+        ["dependency"],
+    )
+    opened = counter(CIRCUIT_OPENED, "Transitions to open.", ["dependency"])
+    retries = counter(
+        RETRIES,
+        "Retries made (attempted) and not made for an exhausted retry budget.",
+        ["dependency", "outcome"],
+    )
+    timeout = gauge(TIMEOUT_SECONDS, "Timeout of each attempt, in seconds.", ["dependency"])
+    limit = gauge(
+        CONCURRENCY_LIMIT,
+        "Calls admitted at once: pool workers for thread pools, else max_concurrent.",
+        ["dependency"],
+    )
+    queue = gauge(QUEUE_LIMIT, "Calls that may wait for a pool worker.", ["dependency"])
+    active = gauge(POOL_ACTIVE, "Pool workers running a call.", ["dependency"])
+    queued = gauge(POOL_QUEUED, "Calls waiting for a pool worker.", ["dependency"])
+    abandoned = gauge(
+        POOL_ABANDONED, "Workers still running a call whose caller timed out.", ["dependency"]
+    )
+    concurrent = gauge(
+        CONCURRENT_CALLS,
+        "Semaphore permits in use (coroutines and semaphore isolation).",
+        ["dependency"],
+    )
+    bounds = [("+Inf" if b == float("inf") else repr(b)) for b in (*LATENCY_BOUNDS, float("inf"))]
+    for dep in reg:
+        name = dep.name
+        totals = dep.window.totals()
+        superseded = dep.window.superseded()
+        for i in CALL_OUTCOMES:
+            calls.add_metric([name, OUTCOMES[i]], totals.counts[i] - superseded[i])
+        fallbacks.add_metric([name, "success"], totals.counts[fallback_success])
+        fallbacks.add_metric([name, "failure"], totals.counts[fallback_failure])
+        retries.add_metric([name, "attempted"], totals.counts[retried])
+        retries.add_metric([name, "budget_exhausted"], totals.counts[exhausted])
+        cumulative = 0
+        buckets: list[tuple[str, float]] = []
+        for bound, n in zip(bounds, totals.histogram, strict=True):
+            cumulative += n
+            buckets.append((bound, cumulative))
+        duration.add_metric([name], buckets, totals.latency_sum)
+        current = dep.state
+        for st in State:
+            state.add_metric([name, st.value], 1.0 if st is current else 0.0)
+        snap = dep.window.snapshot()
+        failure_ratio.add_metric([name], snap.failure_rate)
+        slow_ratio.add_metric([name], snap.slow_rate)
+        opened.add_metric([name], dep.breaker.opened_count)
+        p = dep.policy
+        threshold.add_metric([name], p.failure_rate)
+        timeout.add_metric([name], p.timeout)
+        concurrent.add_metric([name], dep.permits.in_use)
+        pool = dep.pool
+        if pool is None:
+            limit.add_metric([name], dep.limiter.limit)
+            continue
+        limit.add_metric([name], pool.pool_size)
+        queue.add_metric([name], pool.queue_size)
+        active.add_metric([name], pool.running)
+        queued.add_metric([name], pool.queued)
+        abandoned.add_metric([name], pool.abandoned)
+    return [
+        calls,
+        fallbacks,
+        duration,
+        state,
+        failure_ratio,
+        slow_ratio,
+        threshold,
+        opened,
+        retries,
+        timeout,
+        limit,
+        queue,
+        active,
+        queued,
+        abandoned,
+        concurrent,
+    ]
 
 
 _installed: set[int] = set()

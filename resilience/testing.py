@@ -41,15 +41,19 @@ class FakeClock:
 
 @contextlib.contextmanager
 def fake_clock(start: float = 1000.0, reg: Registry | None = None) -> Iterator[FakeClock]:
-    """Make every dependency of the registry read a :class:`FakeClock` for the block."""
+    """Make every dependency of the registry read a :class:`FakeClock` for the block.
+
+    The library's own waits (retry back-off, waiting for a rate-limit token) advance the fake
+    clock instead of sleeping, so a test of retries and deadlines runs in no time.
+    """
     reg = reg or registry()
     clock = FakeClock(start)
-    previous = reg.clock
-    reg.set_clock(clock)
+    previous, previous_sleep = reg.clock, reg.sleep
+    reg.set_clock(clock, clock.advance)
     try:
         yield clock
     finally:
-        reg.set_clock(previous)
+        reg.set_clock(previous, previous_sleep)
 
 
 @contextlib.contextmanager

@@ -65,8 +65,10 @@ class Breaker:
         policy: Policy,
         window: RollingWindow,
         emit: Callable[[StateChange], None],
+        on_move: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
+        self._on_move = on_move  # told of every state change at once, under the lock
         self.policy = policy
         self.state = State.CLOSED  # read without the lock on the hot path (a single attribute)
         self.opened_at = 0.0
@@ -82,6 +84,16 @@ class Breaker:
         # the success path pays nothing for this trigger.
         self._streak = 0
         self._streak_successes = -1
+
+    def reset_after_fork(self) -> None:
+        """Drop trial slots held by calls of other threads (they do not exist in a fork child)."""
+        self._lock = threading.Lock()
+        self._trials = self._trial_successes
+
+    @property
+    def trials_in_flight(self) -> int:
+        """Half-open trial calls admitted and not finished yet."""
+        return self._trials - self._trial_successes if self.state is _HALF_OPEN else 0
 
     def retry_after(self, now: float) -> float | None:
         if self.state is _OPEN:
@@ -168,16 +180,15 @@ class Breaker:
 
     def _evaluate(self, now: float, failed: bool = True) -> None:
         policy = self.policy
-        snap = self._window.snapshot(now)
-        calls = snap.calls
+        calls, failure_rate, slow_rate = self._window.rates(now)
         reason = self._consecutive(failed)
         if reason is None:
             if calls < policy.min_calls:
                 return
-            if snap.failure_rate >= policy.failure_rate:
-                reason = f"failure rate {snap.failure_rate:.2f} >= {policy.failure_rate:.2f}"
-            elif policy.slow_call_rate is not None and snap.slow_rate >= policy.slow_call_rate:
-                reason = f"slow-call rate {snap.slow_rate:.2f} >= {policy.slow_call_rate:.2f}"
+            if failure_rate >= policy.failure_rate:
+                reason = f"failure rate {failure_rate:.2f} >= {policy.failure_rate:.2f}"
+            elif policy.slow_call_rate is not None and slow_rate >= policy.slow_call_rate:
+                reason = f"slow-call rate {slow_rate:.2f} >= {policy.slow_call_rate:.2f}"
             else:
                 return
         with self._lock:
@@ -205,4 +216,6 @@ class Breaker:
 
     def _move(self, new: State, now: float, reason: str) -> StateChange:
         old, self.state = self.state, new
+        if self._on_move is not None:
+            self._on_move()
         return StateChange(self.name, old, new, now, reason)

@@ -47,10 +47,11 @@ import attrs
 from ..context import current_scope
 from ..errors import ConfigError, FallbackFailedError
 from ._checks import count, seconds
-from ._dependency import MISSING, Guard
-from ._policy import Retry
+from ._fallback import MISSING
+from ._guard import Guard
 from ._registry import Registry
 from ._registry import registry as default_registry
+from ._retry import Retry
 
 __all__ = [
     "DEFAULT_MAX_BATCH",

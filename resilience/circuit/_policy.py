@@ -6,15 +6,15 @@ field at construction, so a bad policy never reaches a running service.
 
 from __future__ import annotations
 
+import difflib
 import math
 from typing import Any, Literal
 
 import attrs
-import tenacity
 
 from ..errors import ConfigError
 
-__all__ = ["DEFAULT_POLICY", "Isolation", "Policy", "Retry"]
+__all__ = ["DEFAULT_POLICY", "Isolation", "Policy", "count_validator"]
 
 Isolation = Literal["thread", "semaphore"]
 
@@ -44,6 +44,11 @@ def _number(*, positive: bool, allow_none: bool = False) -> Any:
             raise ConfigError(attribute.name, f"must be >= 0, got {value!r}")
 
     return check
+
+
+def count_validator(*, minimum: int) -> Any:
+    """An attrs validator: an int (not a bool) >= ``minimum``, else ``ConfigError``."""
+    return _count(minimum=minimum)
 
 
 def _count(*, minimum: int) -> Any:
@@ -83,9 +88,10 @@ class Policy:
     """What every call to one dependency shares.
 
     Args:
-        timeout: seconds a caller waits for a call (sync thread isolation and async calls are
-            cut off; a sync call under semaphore isolation cannot be preempted and is recorded
-            as a timeout when it returns late, see ``Dependency.call``).
+        timeout: seconds each attempt may take (thread-pool calls are abandoned and coroutines
+            cancelled at it; a sync call under semaphore isolation cannot be preempted and is
+            recorded as a timeout when it returns late, see ``Dependency.call``). A retried
+            call may take several; ``protect(..., deadline=...)`` bounds the whole call.
         isolation: for sync functions, ``"thread"`` runs them in the dependency's own bounded
             pool; ``"semaphore"`` runs them on the caller's thread under ``max_concurrent``.
         pool_size / queue_size: workers of the thread pool and calls allowed to wait for one.
@@ -144,7 +150,9 @@ class Policy:
         """A policy from keyword options; an unknown keyword is a ``ConfigError``."""
         unknown = sorted(set(changes) - cls.field_names())
         if unknown:
-            raise ConfigError(unknown[0], "is not a Policy field")
+            close = difflib.get_close_matches(unknown[0], sorted(cls.field_names()), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(unknown[0], f"is not a Policy field{hint}")
         try:
             return attrs.evolve(base, **changes) if base is not None else cls(**changes)
         except TypeError as exc:  # wrong argument shapes never escape as bare TypeError
@@ -152,40 +160,3 @@ class Policy:
 
 
 DEFAULT_POLICY = Policy()
-
-
-def _exception_types(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, tuple) or not all(
-        isinstance(t, type) and issubclass(t, Exception) for t in value
-    ):
-        raise ConfigError(attribute.name, f"must be a tuple of Exception subclasses, got {value!r}")
-
-
-def _wait(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not callable(value):
-        raise ConfigError(attribute.name, f"must be a tenacity wait strategy, got {value!r}")
-
-
-def _as_types(value: Any) -> Any:
-    return (value,) if isinstance(value, type) else tuple(value)
-
-
-@attrs.frozen(kw_only=True)
-class Retry:
-    """Retries for one decorated function, run by tenacity after a first failure.
-
-    Args:
-        attempts: total attempts including the first (1 means no retry).
-        wait: any tenacity wait strategy; default full-jitter exponential from 50 ms, capped
-            at 2 s (``tenacity.wait_random_exponential(multiplier=0.05, max=2.0)``).
-        on: exception types that are retried; timeouts are retried only if ``on`` contains
-            ``TimeoutError`` (or ``CallTimeoutError``). Rejections are never retried.
-    """
-
-    attempts: int = attrs.field(default=3, validator=_count(minimum=1))
-    wait: Any = attrs.field(
-        factory=lambda: tenacity.wait_random_exponential(multiplier=0.05, max=2.0), validator=_wait
-    )
-    on: tuple[type[Exception], ...] = attrs.field(
-        default=(ConnectionError,), converter=_as_types, validator=_exception_types
-    )

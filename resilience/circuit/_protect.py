@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 from collections.abc import Callable
@@ -10,15 +11,45 @@ from typing import Any, ParamSpec, TypeVar
 import wrapt
 
 from ..errors import ConfigError
-from ._dependency import MISSING, Guard
-from ._policy import Policy, Retry
+from ._fallback import MISSING
+from ._guard import Guard
+from ._policy import Policy
 from ._registry import Registry
 from ._registry import registry as default_registry
+from ._retry import Retry
 
 __all__ = ["protect"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+# Keywords of protect itself: they belong to one decorated function, not to the shared Policy.
+PROTECT_KEYWORDS = ("fallback", "ignore", "retry", "deadline", "policy", "registry")
+# Names users reach for that mean something else here.
+_REDIRECTS = {
+    "retries": "to retry, pass retry=Retry(attempts={value!r}) (attempts count the first call)",
+    "attempts": "to retry, pass retry=Retry(attempts={value!r})",
+    "retry_on": "to choose what is retried, pass retry=Retry(on=...)",
+    "exclude": "exceptions that are not failures go in ignore=(...)",
+    "fallback_function": "pass the fallback as fallback=...",
+}
+
+
+def unknown_keyword(name: str, value: Any) -> ConfigError:
+    """A ``ConfigError`` for a keyword neither protect nor Policy knows, with a suggestion."""
+    redirect = _REDIRECTS.get(name)
+    if redirect is not None:
+        return ConfigError(name, f"is not a protect keyword; {redirect.format(value=value)}")
+    fields = sorted(Policy.field_names())
+    close = difflib.get_close_matches(name, [*PROTECT_KEYWORDS, *fields], n=1, cutoff=0.6)
+    hint = ""
+    if close:
+        kind = "a protect keyword" if close[0] in PROTECT_KEYWORDS else "a Policy field"
+        hint = f"; did you mean {close[0]!r} ({kind})?"
+    return ConfigError(
+        name,
+        f"is neither a protect keyword ({', '.join(PROTECT_KEYWORDS)}) nor a Policy field{hint}",
+    )
 
 
 def protect(
@@ -27,6 +58,7 @@ def protect(
     fallback: Any = MISSING,
     ignore: type[BaseException] | tuple[type[BaseException], ...] = (),
     retry: Retry | None = None,
+    deadline: float | None = None,
     policy: Policy | None = None,
     registry: Registry | None = None,
     **options: Any,
@@ -39,28 +71,44 @@ def protect(
         fallback: a static value, or a callable taking the same arguments (for a coroutine
             function it may be a coroutine function). Not given: errors reach the caller.
         ignore: exception types raised to the caller without counting as failures and
-            without fallback (bad requests).
+            without fallback or retry (bad requests).
         retry: a ``Retry``; each attempt passes the breaker, rejections are never retried.
+        deadline: seconds the whole call may take, every attempt, wait and back-off included
+            (``timeout`` bounds each attempt). None: no bound beyond the attempts'.
         policy: a full ``Policy``; or give its fields as keywords (``timeout=0.5``).
         registry: the registry to use instead of the default one.
 
     The decorated function keeps its signature, docstring, typing and
     ``inspect.iscoroutinefunction``. A fallback receives exactly the arguments the decorated
-    function received (``self`` too, on a method defined with ``def``).
+    function received (``self`` too, on a method defined with ``def``). Generator functions
+    are refused (``ConfigError``): their iteration would run outside the protection.
     """
-    if isinstance(ignore, type):
-        ignore = (ignore,)
+    fields = Policy.field_names()
+    for key, value in options.items():
+        if key not in fields:
+            raise unknown_keyword(key, value)
     dependency = (registry or default_registry()).dependency(name, policy, **options)
-    guard = Guard(dependency, fallback=fallback, ignore=ignore, retry=retry)
+    guard = Guard(dependency, fallback=fallback, ignore=ignore, retry=retry, deadline=deadline)
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         target: Any = fn
         descriptor = isinstance(target, (classmethod, staticmethod))
         if not (descriptor or callable(target)):
             raise ConfigError("fn", f"protect({name!r}) needs a function, got {fn!r}")
-        is_async = inspect.iscoroutinefunction(target.__func__ if descriptor else target)
+        inner = target.__func__ if descriptor else target
+        if inspect.isgeneratorfunction(inner) or inspect.isasyncgenfunction(inner):
+            raise ConfigError(
+                "fn",
+                f"protect({name!r}) cannot protect the generator function {fn!r}: errors "
+                "raised while it is iterated would bypass the breaker, timeout and fallback. "
+                "Protect a function that returns the whole result instead (return list(...)), "
+                "or protect the call that fetches each page or item.",
+            )
+        is_async = inspect.iscoroutinefunction(inner)
         if not is_async and inspect.iscoroutinefunction(fallback):
             raise ConfigError("fallback", f"{fn!r} is sync; its fallback cannot be a coroutine")
+        if not is_async and dependency.policy.isolation == "thread":
+            dependency._thread_pool()  # its workers start on the first call
         wrapper: Any
         if inspect.isfunction(fn):
             # Plain functions (and so methods, which receive ``self`` in args like any

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -26,10 +28,12 @@ class Registry:
 
     def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
         self.clock = clock
+        self.sleep: Callable[[float], object] | None = None
         self._deps: dict[str, Dependency] = {}
         self._lock = threading.Lock()
         self._listeners: list[Listener] = []
         self._sources: list[MetricsSource] = []
+        _registries.add(self)
 
     def dependency(self, name: str, policy: Policy | None = None, **options: Any) -> Dependency:
         """The dependency named ``name``, created on first use.
@@ -49,6 +53,8 @@ class Registry:
             dep = self._deps.get(name)
             if dep is None:
                 dep = self._deps[name] = Dependency(name, wanted, self.clock, self._listeners)
+                if self.sleep is not None:
+                    dep.set_clock(self.clock, self.sleep)
                 dep.declared = stated
                 return dep
             if stated and not dep.declared:
@@ -94,11 +100,18 @@ class Registry:
     def metrics_sources(self) -> list[MetricsSource]:
         return list(self._sources)
 
-    def set_clock(self, clock: Callable[[], float]) -> None:
-        """Read time from ``clock`` in every dependency, present and future."""
+    def set_clock(
+        self, clock: Callable[[], float], sleep: Callable[[float], object] | None = None
+    ) -> None:
+        """Read time from ``clock`` in every dependency, present and future.
+
+        ``sleep``: what the library's own waits (retry back-off, rate-limit tokens) call instead
+        of ``time.sleep``; give a fake clock's ``advance`` so they move it. None: real sleeps.
+        """
         self.clock = clock
+        self.sleep = sleep
         for dep in self:
-            dep.set_clock(clock)
+            dep.set_clock(clock, sleep)
 
     def reset(self) -> None:
         """Close every circuit and start fresh windows (between tests)."""
@@ -111,6 +124,18 @@ class Registry:
         with self._lock:
             self._deps.clear()
 
+
+_registries: weakref.WeakSet[Registry] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    # A thread of the parent may have held a registry's lock at fork(): not in the child.
+    for reg in list(_registries):
+        reg._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 _default = Registry()
 

@@ -1,26 +1,36 @@
-"""Rolling window of time buckets: outcome counts and a fixed-bucket latency histogram.
+"""Rolling window of time buckets: outcome counts, latency histograms, peak concurrency.
 
-One row of integers per time bucket; recording a call touches only the current row, under a
+One row of numbers per time bucket; recording a call touches only the current row, under a
 short lock held for a few increments (never while user code runs). Rows that fall out of the
-window are added to ``retired`` totals so cumulative counters (Prometheus) stay exact.
+window are added to ``retired`` totals so cumulative counters (Prometheus) stay exact. Each row
+also keeps a fine latency histogram (``_latency``: percentiles within 2%, over the window only),
+the smallest and largest latency, and the most calls in flight at once.
 """
 
 from __future__ import annotations
 
 import threading
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import attrs
 
+from ._latency import FINE_BOUNDS, FINE_SIZE, LATENCY_BOUNDS, bin_sorted, percentiles
+
 __all__ = [
+    "CALL_OUTCOMES",
+    "EXCEPTION_THROWN",
     "FAILURE",
     "FALLBACK_FAILURE",
+    "FALLBACK_MISSING",
     "FALLBACK_SUCCESS",
     "IGNORED",
     "LATENCY_BOUNDS",
     "OUTCOMES",
+    "RATE_LIMITED",
     "REJECTED",
+    "RETRIED",
+    "RETRY_BUDGET_EXHAUSTED",
     "SHORT_CIRCUITED",
     "SUCCESS",
     "TIMEOUT",
@@ -28,6 +38,8 @@ __all__ = [
     "WindowSnapshot",
 ]
 
+# What the window counts, per bucket: the outcome of every attempt (the breaker reads these),
+# then events around calls (fallbacks, exceptions handed to callers, retries).
 (
     SUCCESS,
     FAILURE,
@@ -37,7 +49,12 @@ __all__ = [
     FALLBACK_SUCCESS,
     FALLBACK_FAILURE,
     IGNORED,
-) = range(8)
+    RATE_LIMITED,
+    EXCEPTION_THROWN,
+    FALLBACK_MISSING,
+    RETRIED,
+    RETRY_BUDGET_EXHAUSTED,
+) = range(13)
 OUTCOMES = (
     "success",
     "failure",
@@ -47,17 +64,33 @@ OUTCOMES = (
     "fallback_success",
     "fallback_failure",
     "ignored",
+    "rate_limited",
+    "exception_thrown",
+    "fallback_missing",
+    "retried",
+    "retry_budget_exhausted",
 )
-# Upper bounds (seconds) of the latency histogram, a 1-2-5 series from 100 us to 60 s.
-LATENCY_BOUNDS: tuple[float, ...] = (
-    0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5,
-    1.0, 2.0, 5.0, 10.0, 20.0, 60.0,
-)  # fmt: skip
+# The main outcomes of a caller's call (``resilience_calls_total``), indexes into OUTCOMES.
+CALL_OUTCOMES = (SUCCESS, FAILURE, TIMEOUT, SHORT_CIRCUITED, REJECTED, RATE_LIMITED, IGNORED)
 _N_OUT = len(OUTCOMES)
 _H0 = _N_OUT  # first histogram slot; one more than bounds for +Inf
 _SLOW = _H0 + len(LATENCY_BOUNDS) + 1
 _SUM = _SLOW + 1
-_ROW = _SUM + 1
+_TOTALS = _SUM + 1  # slots up to here add up into the cumulative totals; the rest do not
+_MIN, _MAX, _PEAK = _TOTALS, _TOTALS + 1, _TOTALS + 2
+_ROW = _PEAK + 1
+_INF = float("inf")
+_FINE_ZEROS = [0] * FINE_SIZE
+
+
+def _new_row() -> list[float]:
+    row: list[float] = [0] * _ROW
+    row[_SUM] = 0.0
+    row[_MIN] = _INF
+    row[_MAX] = 0.0
+    return row
+
+
 _FOLD_AT = 512  # pending successes folded at once: bounds memory and the cost of one fold
 
 
@@ -115,11 +148,15 @@ class RollingWindow:
         self._clock = clock
         self._n = buckets
         self._width = window / buckets
-        self._rows: list[list[float]] = [[0] * _ROW for _ in range(buckets)]
-        for row in self._rows:
-            row[_SUM] = 0.0
-        self._retired: list[float] = [0] * _ROW
+        self._rows: list[list[float]] = [_new_row() for _ in range(buckets)]
+        self._fine: list[list[int]] = [list(_FINE_ZEROS) for _ in range(buckets)]
+        self._retired: list[float] = [0] * _TOTALS
         self._retired[_SUM] = 0.0
+        # Most calls in flight since it was last asked (the dependency's permits and pool);
+        # asked when a bucket closes and when the peak is read.
+        self.peak_probe: Callable[[], int] | None = None
+        # Attempts followed by a retry, per outcome: cumulative only (see ``superseded``).
+        self._superseded = [0] * _N_OUT
         # Successes are appended here without a lock (list.append is atomic) and folded into
         # their row's counts and histogram in batches: the success path never takes the lock.
         self._pending: list[list[float]] = [[] for _ in range(buckets)]
@@ -133,14 +170,13 @@ class RollingWindow:
     def resize(self, window: float, buckets: int, slow_call: float | None) -> None:
         """Apply a new window shape; counts kept so far move to the cumulative totals."""
         with self._lock:
-            for i, row in enumerate(self._rows):
+            for i in range(len(self._rows)):
                 self._fold(i)
-                self._retire(row)
+                self._retire(i)
             self._n = buckets
             self._width = window / buckets
-            self._rows = [[0] * _ROW for _ in range(buckets)]
-            for row in self._rows:
-                row[_SUM] = 0.0
+            self._rows = [_new_row() for _ in range(buckets)]
+            self._fine = [list(_FINE_ZEROS) for _ in range(buckets)]
             self._pending = [[] for _ in range(buckets)]
             self._epoch = int(self._clock() / self._width)
             self._row = self._rows[self._epoch % buckets]
@@ -148,12 +184,14 @@ class RollingWindow:
             self._edge = (self._epoch + 1) * self._width
             self.slow_call = slow_call if slow_call is not None else float("inf")
 
-    def _retire(self, row: list[float]) -> None:
+    def _retire(self, i: int) -> None:
+        # Called with the lock held: row i's counts join the cumulative totals; it starts over.
+        row = self._rows[i]
         retired = self._retired
-        for i in range(_ROW):
-            retired[i] += row[i]
-            row[i] = 0
-        row[_SUM] = 0.0
+        for slot in range(_TOTALS):
+            retired[slot] += row[slot]
+        row[:] = _new_row()
+        self._fine[i][:] = _FINE_ZEROS
 
     def _fold(self, i: int) -> None:
         # Called with the lock held: move row i's pending success latencies into its counts.
@@ -168,6 +206,11 @@ class RollingWindow:
         row[SUCCESS] += k
         row[_SUM] += sum(batch)
         row[_SLOW] += k - bisect_left(batch, self.slow_call)
+        if batch[0] < row[_MIN]:
+            row[_MIN] = batch[0]
+        if batch[-1] > row[_MAX]:
+            row[_MAX] = batch[-1]
+        bin_sorted(batch, self._fine[i])
         below = 0
         for j, bound in enumerate(LATENCY_BOUNDS):
             upto = bisect_right(batch, bound, below)
@@ -181,11 +224,14 @@ class RollingWindow:
         # Called with the lock held. Clears every bucket the clock moved past.
         if epoch <= self._epoch:  # a clock that went backwards keeps the current bucket
             return
+        if self.peak_probe is not None:  # the closing bucket gets the peak seen during it
+            row = self._row
+            row[_PEAK] = max(row[_PEAK], self.peak_probe())
         steps = min(epoch - self._epoch, self._n)
         for k in range(1, steps + 1):
             i = (self._epoch + k) % self._n
             self._fold(i)
-            self._retire(self._rows[i])
+            self._retire(i)
         self._epoch = epoch
         self._row = self._rows[epoch % self._n]
         self._ok = self._pending[epoch % self._n]
@@ -214,6 +260,11 @@ class RollingWindow:
             row[_SUM] += latency
             if latency >= self.slow_call:
                 row[_SLOW] += 1
+            if latency < row[_MIN]:
+                row[_MIN] = latency
+            if latency > row[_MAX]:
+                row[_MAX] = latency
+            self._fine[self._epoch % self._n][bisect_left(FINE_BOUNDS, latency)] += 1
 
     def record(self, outcome: int, now: float) -> None:
         """Record an outcome without a latency (rejections, fallbacks, ignored)."""
@@ -223,19 +274,30 @@ class RollingWindow:
                 self._advance(epoch)
             self._row[outcome] += 1
 
+    def supersede(self, outcome: int) -> None:
+        """An attempt recorded as ``outcome`` is being retried: the caller's call will end with
+        another attempt's outcome. The rolling counts keep it (the breaker judges attempts)."""
+        with self._lock:
+            self._superseded[outcome] += 1
+
+    def superseded(self) -> tuple[int, ...]:
+        """Cumulative attempts per outcome that were followed by a retry."""
+        with self._lock:
+            return tuple(self._superseded)
+
     def reset(self) -> None:
         """Start a fresh window (the breaker closed); counts move to the cumulative totals."""
         with self._lock:
-            for i, row in enumerate(self._rows):
+            for i in range(len(self._rows)):
                 self._fold(i)
-                self._retire(row)
+                self._retire(i)
 
     def _sum(self, include_retired: bool) -> WindowSnapshot:
         for i in range(self._n):
             self._fold(i)
-        total: list[float] = list(self._retired) if include_retired else [0] * _ROW
+        total: list[float] = list(self._retired) if include_retired else [0] * _TOTALS
         for row in self._rows:
-            for i in range(_ROW):
+            for i in range(_TOTALS):
                 total[i] += row[i]
         return WindowSnapshot(
             counts=tuple(int(x) for x in total[:_N_OUT]),
@@ -251,12 +313,51 @@ class RollingWindow:
             self._advance(int(now / self._width))
             return self._sum(include_retired=False)
 
-    def successes(self) -> int:
-        """Cumulative successes (cheaper than ``totals()``: one column)."""
+    def percentiles(self, qs: Sequence[float], now: float | None = None) -> list[float]:
+        """Latency in seconds at each quantile of ``qs`` (0..1) over the rolling window, within
+        2% of the sample at that rank; quantiles 0 and 1 are the exact smallest and largest.
+        Calls that ran count (successes, failures, timeouts); all 0.0 when none did."""
+        now = self._clock() if now is None else now
         with self._lock:
+            self._advance(int(now / self._width))
             for i in range(self._n):
                 self._fold(i)
-            return int(self._retired[SUCCESS] + sum(row[SUCCESS] for row in self._rows))
+            fine = list(map(sum, zip(*self._fine, strict=True)))
+            low = min(row[_MIN] for row in self._rows)
+            high = max(row[_MAX] for row in self._rows)
+        return percentiles(fine, qs, low, high)
+
+    def peak(self, now: float | None = None) -> int:
+        """The most calls in flight at once during the rolling window (needs ``peak_probe``)."""
+        now = self._clock() if now is None else now
+        with self._lock:
+            self._advance(int(now / self._width))
+            row = self._row
+            if self.peak_probe is not None:
+                row[_PEAK] = max(row[_PEAK], self.peak_probe())
+            return int(max(r[_PEAK] for r in self._rows))
+
+    def rates(self, now: float) -> tuple[int, float, float]:
+        """What the breaker judges, over the rolling window: calls that ran, the failure ratio
+        and the slow-call ratio. Cheap: nothing is folded (pending successes are fast ones)."""
+        with self._lock:
+            self._advance(int(now / self._width))
+            ok = failed = slow = 0.0
+            for row, pending in zip(self._rows, self._pending, strict=True):
+                ok += row[SUCCESS] + len(pending)
+                failed += row[FAILURE] + row[TIMEOUT]
+                slow += row[_SLOW]
+        calls = int(ok + failed)
+        if not calls:
+            return 0, 0.0, 0.0
+        return calls, failed / calls, slow / calls
+
+    def successes(self) -> int:
+        """Cumulative successes (cheaper than ``totals()``: nothing is folded)."""
+        with self._lock:
+            rows = sum(row[SUCCESS] for row in self._rows)
+            pending = sum(len(p) for p in self._pending)
+            return int(self._retired[SUCCESS] + rows + pending)
 
     def totals(self) -> WindowSnapshot:
         """Cumulative counts since the window was created (for Prometheus counters)."""

@@ -32,12 +32,12 @@ __all__ = [
 # Series the rules and panels read. Names are DESIGN.md's Prometheus contract; the families
 # themselves are defined (and exported) by resilience.metrics.
 CIRCUIT_STATE = m.CIRCUIT_STATE  # resilience_circuit_state{dependency, state}
-FAILURE_RATIO = "resilience_circuit_failure_ratio"  # fraction 0..1 over the rolling window
-CONCURRENCY_LIMIT = "resilience_concurrency_limit"  # pool size, permits, or the adaptive limit
+FAILURE_RATIO = m.CIRCUIT_FAILURE_RATIO  # fraction 0..1 over the rolling window
+CONCURRENCY_LIMIT = m.CONCURRENCY_LIMIT  # pool size, permits, or the adaptive limit
 POOL_ACTIVE = m.POOL_ACTIVE  # thread-pool workers running a call (thread isolation only)
 CONCURRENT_CALLS = m.CONCURRENT_CALLS  # permits in use (async and semaphore isolation)
 CACHE_ZONE_UP = m.CACHE_ZONE_UP
-FLAG_SOURCE_LAST_SUCCESS = "resilience_flag_source_last_success_timestamp_seconds"
+FLAG_SOURCE_LAST_SUCCESS = m.FLAG_LAST_SUCCESS
 
 DEFAULT_GRAFANA_URL = "http://localhost:3000"
 DEFAULT_DASHBOARD_UID = "resilience"

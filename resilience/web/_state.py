@@ -148,10 +148,12 @@ def hystrix_command(dep: Dependency) -> dict[str, Any]:
     # Hystrix's HealthCounts: short-circuited calls count in neither total nor errors.
     errors = c["failure"] + c["timeout"] + c["rejected"]
     requests = snap.calls + c["rejected"]
-    latency = {}
-    for key in _HYSTRIX_PERCENTILES:
-        value = snap.percentile(float(key) / 100.0)
-        latency[key] = 0 if value is None else round(value * 1000.0)
+    # From the window's fine histogram (within 2% of the samples), in whole ms as Hystrix sends.
+    quantiles = dep.window.percentiles([float(key) / 100.0 for key in _HYSTRIX_PERCENTILES])
+    latency = {
+        key: round(value * 1000.0)
+        for key, value in zip(_HYSTRIX_PERCENTILES, quantiles, strict=True)
+    }
     mean = round(snap.latency_sum / snap.calls * 1000.0) if snap.calls else 0
     state = dep.state
     window_ms = round(policy.window * 1000.0)
@@ -170,11 +172,11 @@ def hystrix_command(dep: Dependency) -> dict[str, Any]:
         "rollingCountBadRequests": c["ignored"],
         "rollingCountCollapsedRequests": 0,
         "rollingCountEmit": 0,
-        "rollingCountExceptionsThrown": 0,
+        "rollingCountExceptionsThrown": c["exception_thrown"],
         "rollingCountFailure": c["failure"],
         "rollingCountFallbackEmit": 0,
         "rollingCountFallbackFailure": c["fallback_failure"],
-        "rollingCountFallbackMissing": 0,
+        "rollingCountFallbackMissing": c["fallback_missing"],
         "rollingCountFallbackRejection": 0,
         "rollingCountFallbackSuccess": c["fallback_success"],
         "rollingCountResponsesFromCache": 0,
@@ -185,7 +187,7 @@ def hystrix_command(dep: Dependency) -> dict[str, Any]:
         "rollingCountTimeout": c["timeout"],
         "currentConcurrentExecutionCount": dep.permits.in_use
         + (dep.pool.running if dep.pool else 0),
-        "rollingMaxConcurrentExecutionCount": dep.pool.max_running if dep.pool else 0,
+        "rollingMaxConcurrentExecutionCount": dep.peak_concurrency(),
         "latencyExecute_mean": mean,
         "latencyExecute": latency,
         "latencyTotal_mean": mean,

@@ -38,7 +38,7 @@ def test_wheel_installs_and_runs_outside_the_source_tree(tmp_path: Path) -> None
     meta = run(
         py,
         "-c",
-        "import importlib.metadata as m; print(m.distribution('resilience-stack').metadata['Name'])",
+        "import importlib.metadata as m; print(m.metadata('resilience-stack')['Name'])",
         cwd=tmp_path,
     )
     assert meta.strip() == "resilience-stack"

@@ -61,6 +61,47 @@ def test_unknown_option_is_named() -> None:
     assert info.value.field == "timeoot"
 
 
+@pytest.mark.parametrize(
+    ("keyword", "value", "advice"),
+    [
+        ("timout", 0.5, "did you mean 'timeout' (a Policy field)?"),
+        ("fallbak", [], "did you mean 'fallback' (a protect keyword)?"),
+        ("retries", 3, "retry=Retry(attempts=3)"),
+        ("igonre", KeyError, "did you mean 'ignore' (a protect keyword)?"),
+        ("max_concurrency", 4, "did you mean 'max_concurrent' (a Policy field)?"),
+    ],
+)
+def test_unknown_keywords_get_a_suggestion(keyword: str, value: Any, advice: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        protect("x", **{keyword: value})
+    assert info.value.field == keyword
+    assert advice in str(info.value)
+    assert len(registry()) == 0  # nothing registered by a refused decorator
+
+
+def test_unknown_policy_field_in_a_lookup_gets_a_suggestion() -> None:
+    with pytest.raises(ConfigError) as info:
+        registry().dependency("x", min_call=3)
+    assert info.value.field == "min_call" and "did you mean 'min_calls'?" in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["ValueError", ("ValueError",), [KeyError, "x"], 3])
+def test_ignore_wants_exception_types(value: Any) -> None:
+    with pytest.raises(ConfigError) as info:
+        protect("x", ignore=value)
+    assert info.value.field == "ignore"
+    message = str(info.value)
+    assert "exception types" in message and "('V', 'a'" not in message
+    if value == "ValueError":
+        assert "ignore=ValueError" in message and "not the string 'ValueError'" in message
+
+
+def test_ignore_takes_a_type_a_tuple_or_a_list() -> None:
+    for value in (KeyError, (KeyError, ValueError), [KeyError]):
+        guard = protect("x", isolation="semaphore", ignore=value)(lambda: 1).__resilience_guard__
+        assert KeyError in guard.ignore
+
+
 def test_two_registrations_with_different_policies_name_the_fields() -> None:
     protect("ratings", timeout=0.5, pool_size=4)
     with pytest.raises(ConfigError) as info:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from resilience.circuit._window import (
     FAILURE,
@@ -99,3 +102,68 @@ def test_failure_rate_counts_failures_and_timeouts() -> None:
     w.record_call(TIMEOUT, 1.0, clock())
     w.record_call(SUCCESS, 0.001, clock())
     assert w.snapshot().failure_rate == 0.5
+
+
+# -- fine percentiles ---------------------------------------------------------------------------
+
+
+def test_thirty_millisecond_calls_read_thirty_milliseconds() -> None:
+    clock = FakeClock(0.0)
+    w = RollingWindow(10.0, 10, clock, None)
+    for i in range(1000):
+        w.add_success(0.030 + (i % 7) * 1e-5, clock())
+    p50, p99, p100 = w.percentiles([0.5, 0.99, 1.0])
+    assert p50 == pytest.approx(0.030, rel=0.02)
+    assert p99 == pytest.approx(0.03006, rel=0.02)
+    assert p100 == 0.03006  # the largest sample, exactly
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(st.floats(min_value=1e-6, max_value=50.0), min_size=1, max_size=1500),
+    st.lists(st.booleans(), min_size=1, max_size=1500),
+)
+def test_percentiles_are_within_five_percent_of_the_samples(
+    latencies: list[float], fast: list[bool]
+) -> None:
+    clock = FakeClock(0.0)
+    w = RollingWindow(10.0, 10, clock, None)
+    for i, x in enumerate(latencies):
+        if fast[i % len(fast)]:
+            w.add_success(x, clock())  # folded in batches
+        else:
+            w.record_call(FAILURE, x, clock())
+        if i % 200 == 199:
+            clock.advance(0.7)  # spread over several buckets of the window
+    qs = [0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 1.0]
+    ordered = sorted(latencies)
+    for q, got in zip(qs, w.percentiles(qs), strict=True):
+        rank = max(1, math.ceil(q * len(ordered)))
+        assert got == pytest.approx(ordered[rank - 1], rel=0.05), (q, got)
+
+
+def test_percentiles_cover_the_rolling_window_only() -> None:
+    clock = FakeClock(0.0)
+    w = RollingWindow(10.0, 10, clock, None)
+    for _ in range(100):
+        w.add_success(2.0, clock())
+    clock.advance(5.0)
+    for _ in range(100):
+        w.add_success(0.010, clock())
+    assert w.percentiles([0.25])[0] == pytest.approx(0.010, rel=0.02)
+    clock.advance(6.0)  # the 2 s calls have left the window
+    assert w.percentiles([1.0]) == [0.010]
+    clock.advance(20.0)
+    assert w.percentiles([0.5, 1.0]) == [0.0, 0.0]
+
+
+def test_the_peak_is_kept_per_bucket() -> None:
+    clock = FakeClock(0.0)
+    w = RollingWindow(10.0, 10, clock, None)
+    seen = [3]
+    w.peak_probe = lambda: seen.pop() if seen else 0
+    assert w.peak() == 3
+    clock.advance(5.0)
+    assert w.peak() == 3  # still in the window
+    clock.advance(6.0)
+    assert w.peak() == 0

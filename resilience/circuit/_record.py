@@ -1,0 +1,142 @@
+"""The record step: what a finished (or refused) attempt leaves in the window and the breaker.
+
+Plain, non-blocking bookkeeping shared by both drivers and by tickets: each method records one
+outcome in the dependency's rolling window, feeds the breaker its verdict, and returns the error
+the caller is to get, if any. ``Dependency`` inherits it.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BulkheadFullError, CallTimeoutError, CircuitOpenError, RejectedError
+from ._breaker import RUN, Breaker, State, StateChange
+from ._window import (
+    FAILURE,
+    IGNORED,
+    RATE_LIMITED,
+    REJECTED,
+    RETRIED,
+    RETRY_BUDGET_EXHAUSTED,
+    SHORT_CIRCUITED,
+    SUCCESS,
+    TIMEOUT,
+    RollingWindow,
+)
+
+if TYPE_CHECKING:
+    from ._policy import Policy
+    from ._retry import Retrier
+
+__all__ = ["Listener", "Recorder"]
+
+log = logging.getLogger("resilience.circuit")
+
+Listener = Callable[[StateChange], None]
+
+
+class Recorder:
+    """The record step of a dependency (its state lives on ``Dependency``)."""
+
+    name: str
+    policy: Policy
+    window: RollingWindow
+    breaker: Breaker
+    _clock: Callable[[], float]
+    _listeners: list[Listener]
+    _shared_listeners: list[Listener]
+    _loop_warned: bool
+
+    def _emit(self, change: StateChange) -> None:
+        if change.new is State.OPEN:
+            log.warning("circuit %s opened: %s", self.name, change.reason)
+        else:
+            log.info(
+                "circuit %s %s -> %s (%s)",
+                self.name,
+                change.old.value,
+                change.new.value,
+                change.reason,
+            )
+        for listener in (*self._listeners, *self._shared_listeners):
+            try:
+                listener(change)
+            except Exception:
+                log.exception("state-change listener %r failed", listener)
+
+    def _short_circuit(self, now: float) -> CircuitOpenError:
+        self.window.record(SHORT_CIRCUITED, now)
+        br = self.breaker
+        err = CircuitOpenError(self.name, br.state.value, br.retry_after(now))
+        err.__cause__ = br.last_error
+        return err
+
+    def _reject(self, decision: int, limit: int) -> BulkheadFullError:
+        self.window.record(REJECTED, self._clock())
+        return BulkheadFullError(self.name, limit)
+
+    def _rate_limited(self, retry_after: float) -> RejectedError:
+        self.window.record(RATE_LIMITED, self._clock())
+        return RejectedError(self.name, f"rate limited; next token in {retry_after:.3f}s")
+
+    def _success(self, decision: int, latency: float, now: float) -> None:
+        window = self.window
+        if latency < window.slow_call:
+            window.add_success(latency, now)
+        else:
+            window.record_call(SUCCESS, latency, now)
+        if decision != RUN:
+            self.breaker.on_result(decision, latency < window.slow_call, now)
+        elif latency >= window.slow_call:
+            self.breaker.on_slow_success(now)
+
+    def _failed(
+        self,
+        decision: int,
+        err: Exception,
+        latency: float,
+        now: float,
+        ignore: tuple[type[BaseException], ...],
+    ) -> tuple[int, Exception]:
+        """Record a call that raised; its outcome (FAILURE, or IGNORED for ``ignore``)."""
+        if ignore and isinstance(err, ignore):
+            self.window.record(IGNORED, now)
+            self.breaker.release(decision)
+            return IGNORED, err
+        self.window.record_call(FAILURE, latency, now)
+        self.breaker.on_result(decision, False, now, err)
+        return FAILURE, err
+
+    def _timeout(
+        self, decision: int, latency: float, now: float, timeout: float | None = None
+    ) -> CallTimeoutError:
+        err = CallTimeoutError(self.name, self.policy.timeout if timeout is None else timeout)
+        self.window.record_call(TIMEOUT, latency, now)
+        self.breaker.on_result(decision, False, now, err)
+        return err
+
+    def _retrying(self, outcome: int) -> None:
+        """An attempt that ended in ``outcome`` is retried."""
+        self.window.supersede(outcome)
+        self.window.record(RETRIED, self._clock())
+
+    def _retries_stopped(self, retrier: Retrier | None) -> None:
+        if retrier is not None and retrier.exhausted:
+            self.window.record(RETRY_BUDGET_EXHAUSTED, self._clock())
+
+    def _warn_on_loop(self, fn: Callable[..., Any]) -> None:
+        if self._loop_warned:
+            return
+        self._loop_warned = True
+        name = getattr(fn, "__qualname__", None) or repr(fn)
+        warnings.warn(
+            f"resilience: the sync function {name} protected as dependency {self.name!r} was "
+            "called on a running event loop's thread: the whole loop waits for it. Make it "
+            "`async def`, or await it through the dependency's thread pool: "
+            f"`await resilience.registry().dependency({self.name!r}).acall({name}, ...)`.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
