@@ -10,9 +10,10 @@ import attrs
 import yarl
 
 from ..errors import ConfigError
-from ._aiohttp import DEPENDENCIES_PATH
+from ._carrier import DEPENDENCIES_PATH
 from ._recipe import Expectation, FaultSpec, Recipe
-from ._runner import DEFAULT_REQUEST_TIMEOUT, EXPERIMENT, Sample, send
+from ._report import EXPERIMENT, Sample
+from ._runner import DEFAULT_REQUEST_TIMEOUT, send
 from ._tags import DEFAULT_KEY_ID, sign_tag
 
 __all__ = ["Discovery", "discover"]
