@@ -98,7 +98,8 @@ async def _on_request_redirect(
 async def _on_request_end(
     session: ClientSession, ctx: SimpleNamespace, params: TraceRequestEndParams
 ) -> None:
-    absorb_ack(params.response.headers.get(ACK_HEADER))
+    if propagates_to(params.response.url.host):  # a third party's word is not taken
+        absorb_ack(params.response.headers.get(ACK_HEADER))
 
 
 def trace_config() -> TraceConfig:

@@ -200,7 +200,7 @@ def _tagged_metadata(details: Any, target: str | None) -> tuple[Any, ...] | None
     if tag is None or _get(metadata, METADATA_KEY) is not None:
         return None
     if target is not None and not propagates_to(target):
-        return None
+        return None  # and no acknowledgement is taken from it either
     return (*metadata, (METADATA_KEY, tag))
 
 

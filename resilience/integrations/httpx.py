@@ -38,7 +38,8 @@ def _on_request(request: httpx.Request) -> None:
 
 
 def _on_response(response: httpx.Response) -> None:
-    absorb_ack(response.headers.get(ACK_HEADER))
+    if propagates_to(response.request.url.host):  # a third party's word is not taken
+        absorb_ack(response.headers.get(ACK_HEADER))
 
 
 async def _on_request_async(request: httpx.Request) -> None:

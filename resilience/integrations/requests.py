@@ -41,7 +41,8 @@ class _TaggingAdapter(BaseAdapter):
         elif not propagates_to(request.url):  # a redirect keeps the headers: never to a third party
             del request.headers[HEADER]
         response = self.inner.send(request, *args, **kwargs)
-        absorb_ack(response.headers.get(ACK_HEADER))
+        if propagates_to(request.url):  # a third party's word is not taken
+            absorb_ack(response.headers.get(ACK_HEADER))
         return response
 
     def close(self) -> None:
