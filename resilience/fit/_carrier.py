@@ -72,13 +72,15 @@ class ServerRequest:
         self._tag_token: Any = None
 
     def __enter__(self) -> ServerRequest:
-        context = self.context = _runtime.admit(self._tag)
+        context = self.context = None if self._tag is None else _runtime.admit(self._tag)
         scope = self._scope = RequestScope()
         scope.__enter__()
-        # Set even when None: a request without a valid tag runs under no recipe at all,
-        # whatever context the server's connection task or thread inherited.
-        self._fit_token = FIT.set(context)
-        self._tag_token = _runtime._TAG.set(context.tag if context is not None else None)
+        # A request without a valid tag runs under no recipe at all, whatever context the
+        # server's connection task or thread inherited; both are None already on the common
+        # path, where reading is cheaper than setting and resetting.
+        if context is not None or FIT.get() is not None or _runtime._TAG.get() is not None:
+            self._fit_token = FIT.set(context)
+            self._tag_token = _runtime._TAG.set(context.tag if context is not None else None)
         return self
 
     def __exit__(

@@ -29,6 +29,7 @@ from ._tags import (
     DISABLED,
     MALFORMED,
     OVER_LIMIT,
+    Verdict,
     check_key_id,
     secret_bytes,
     verify_tag,
@@ -89,6 +90,21 @@ class _Slots:
 
 _config: FitConfig | None = None
 _slots = _Slots()
+# Tags that verified, by (config, exact tag text): a run reuses its tag for many requests and
+# every hop verifies it, and parsing the recipe dominates verification (~150 us). Only tags
+# whose signature matched are kept; expiry is still checked on every use; bounded.
+_verified: dict[tuple[int, str], Verdict] = {}
+_VERIFIED_SIZE = 256
+_verified_lock = threading.Lock()
+
+
+def _remember(config_id: int, tag: str, verdict: Verdict) -> None:
+    with _verified_lock:
+        if len(_verified) >= _VERIFIED_SIZE:
+            _verified.clear()
+        _verified[(config_id, tag)] = verdict
+
+
 # The verified tag of the running request, copied onto outgoing requests (see trace_config).
 _TAG: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "resilience_fit_tag", default=None
@@ -146,6 +162,8 @@ def enable(
         if not isinstance(recipe, Recipe):
             raise ConfigError("recipes", f"must be Recipe objects, got {recipe!r}")
         known[recipe.name] = recipe
+    with _verified_lock:  # another key set: nothing verified under the old one stands
+        _verified.clear()
     _config = FitConfig(
         keys=keys,
         key_id=key_id,
@@ -165,6 +183,8 @@ def disable() -> None:
     """Ignore every tag from now on (requests already under a recipe finish under it)."""
     global _config
     _config = None
+    with _verified_lock:
+        _verified.clear()
 
 
 def enabled() -> bool:
@@ -190,17 +210,20 @@ def _verify(tag: str | None) -> tuple[ActiveRecipe | None, FitConfig | None]:
     if config is None:
         stats.tag(DISABLED)
         return None, None
-    try:
-        verdict = verify_tag(
-            tag,
-            keys=config.keys,
-            now=config.clock(),
-            max_ttl=config.max_ttl,
-            recipes=config.recipes,
-        )
-    except Exception:  # verify_tag is written not to raise; a forged tag must never get through
-        stats.tag(MALFORMED)
-        return None, None
+    now = config.clock()
+    verdict = _verified.get((id(config), tag))
+    if verdict is not None and verdict.expires is not None and verdict.expires <= now:
+        verdict = None  # expired since: verify again, which says so
+    if verdict is None:
+        try:
+            verdict = verify_tag(
+                tag, keys=config.keys, now=now, max_ttl=config.max_ttl, recipes=config.recipes
+            )
+        except Exception:  # verify_tag is written not to raise; a forged tag must never pass
+            stats.tag(MALFORMED)
+            return None, None
+        if verdict.result == ACCEPTED:
+            _remember(id(config), tag, verdict)
     if verdict.result != ACCEPTED or verdict.recipe is None:
         stats.tag(verdict.result)
         return None, None

@@ -23,6 +23,7 @@ from aiohttp import (
     TraceRequestStartParams,
     web,
 )
+from multidict import istr
 from yarl import URL
 
 from ..fit import (
@@ -46,6 +47,7 @@ __all__ = [
 ]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_HEADER = istr(HEADER)  # looked up on every request: spare the case folding
 
 
 def _set(headers: Any, name: str, value: str) -> None:
@@ -63,7 +65,10 @@ def middleware() -> Any:
 
     @web.middleware
     async def fit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        async with server_request(request.headers.get(HEADER)) as fit_request:
+        # A plain ``with``: entering and leaving never wait, and the untagged path is the hot one.
+        with server_request(request.headers.get(_HEADER)) as fit_request:
+            if fit_request.context is None:
+                return await handler(request)
             try:
                 response = await handler(request)
             except web.HTTPException as exc:  # an answer too: acknowledge it

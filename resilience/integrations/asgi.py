@@ -65,7 +65,7 @@ class ResilienceMiddleware:
             if answer is not None:
                 await _json(send, *answer)
                 return
-        async with server_request(tag) as request:
+        with server_request(tag) as request:  # entering and leaving never wait
             if request.context is None:
                 await self.app(scope, receive, send)
                 return

@@ -128,3 +128,22 @@ def test_enable_validates_its_arguments() -> None:
     with server_request(sign_tag(RECIPE, secret=SECRET)) as request:
         assert request.context is not None and request.context.bulkhead_share == 0.25
     assert ACK_HEADER == "X-Resilience-FIT-Ack"
+
+
+def test_verified_tags_are_remembered_but_still_expire_and_follow_the_keys() -> None:
+    from resilience.fit import activate, disable
+    from resilience.testing import FakeClock
+
+    clock = FakeClock(1_000_000.0)
+    enable(secret=SECRET, clock=clock)
+    tag = sign_tag(RECIPE, secret=SECRET, ttl=60, now=clock())
+    assert activate(tag) is not None and activate(tag) is not None
+    enable(secret="another-secret", clock=clock)
+    assert activate(tag) is None  # verified under the old key only
+    enable(secret=SECRET, clock=clock)
+    assert activate(tag) is not None
+    clock.advance(61)
+    assert activate(tag) is None  # remembered, yet expired
+    disable()
+    assert activate(tag) is None
+    assert tag_counts() == {"accepted": 3, "expired": 1, "bad_signature": 1, "disabled": 1}

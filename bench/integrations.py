@@ -1,0 +1,238 @@
+"""Per-request cost of each server integration, with no tag, against the same app without it.
+
+Run: .venv/bin/python bench/integrations.py [--quick] [--only asgi,wsgi,aiohttp]
+
+Target (issue 11 section 5): requests/s through the server with the integration (FIT enabled,
+requests untagged) at least 1/1.05 of the same app without the integration, i.e. a time ratio
+<= 1.05x. Each app answers ``GET /page`` with a small JSON body after one protected call.
+
+Both variants of a stack run at once as separate server processes (uvicorn for ASGI, werkzeug's
+threaded server for WSGI, aiohttp), so the load generator (this process, raw sockets, kept alive
+where the server allows: werkzeug closes after each response) never shares a GIL with them.
+Rounds alternate which variant goes first, so drift falls on both alike; the figure compares the
+best round of each variant (noise from other processes only adds time), with the median of the
+paired rounds' ratios shown beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+REQUEST = b"GET /page HTTP/1.1\r\nHost: bench\r\n\r\n"
+STACKS = ("asgi", "wsgi", "aiohttp")
+
+
+# -- the servers (run in child processes) ----------------------------------------------------
+
+
+def serve(stack: str, instrumented: bool, port: int) -> None:
+    from resilience import fit, protect
+
+    fit.enable(secret="bench-secret")
+
+    @protect("bench.db", isolation="semaphore")
+    def db() -> str:
+        return "rows"
+
+    if stack == "asgi":
+        import uvicorn
+        from starlette.applications import Starlette
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+
+        from resilience.integrations.asgi import ResilienceMiddleware
+
+        async def page(request: Any) -> JSONResponse:
+            return JSONResponse({"db": db()})
+
+        app: Any = Starlette(routes=[Route("/page", page)])
+        if instrumented:
+            app.add_middleware(ResilienceMiddleware)
+        uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
+    elif stack == "wsgi":
+        from werkzeug.serving import WSGIRequestHandler, make_server
+
+        from resilience.integrations.wsgi import ResilienceMiddleware as WsgiMiddleware
+
+        def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            body = json.dumps({"db": db()}).encode()
+            start_response(
+                "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+            )
+            return [body]
+
+        class KeepAlive(WSGIRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_request(self, *args: Any) -> None:
+                return None
+
+        handler: Any = WsgiMiddleware(wsgi_app) if instrumented else wsgi_app
+        make_server(
+            "127.0.0.1", port, handler, threaded=True, request_handler=KeepAlive
+        ).serve_forever()
+    else:
+        from aiohttp import web
+
+        from resilience.integrations import aiohttp as fit_aiohttp
+
+        async def handle(request: web.Request) -> web.Response:
+            return web.json_response({"db": db()})
+
+        middlewares = [fit_aiohttp.middleware()] if instrumented else []
+        aio = web.Application(middlewares=middlewares)
+        aio.router.add_get("/page", handle)
+        web.run_app(aio, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+# -- the load generator ----------------------------------------------------------------------
+
+
+def _read_response(sock: socket.socket, buffer: bytearray) -> bool:
+    """Read one response; returns whether the server keeps the connection open."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed")
+        buffer += chunk
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    length = 0
+    keep = True
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+        elif name.strip().lower() == b"connection" and value.strip().lower() == b"close":
+            keep = False
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed")
+        rest += chunk
+    buffer[:] = rest[length:]
+    return keep
+
+
+def load(port: int, requests: int, connections: int) -> float:
+    """Seconds to complete ``requests`` GETs over ``connections`` keep-alive connections."""
+    per = requests // connections
+    errors: list[BaseException] = []
+
+    def client() -> None:
+        try:
+            sock: socket.socket | None = None
+            buffer = bytearray()
+            for _ in range(per):
+                if sock is None:  # werkzeug's server closes after every response
+                    sock = socket.create_connection(("127.0.0.1", port))
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    buffer.clear()
+                sock.sendall(REQUEST)
+                if not _read_response(sock, buffer):
+                    sock.close()
+                    sock = None
+            if sock is not None:
+                sock.close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client) for _ in range(connections)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return time.perf_counter() - start
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(stack: str, instrumented: bool) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    args = [sys.executable, __file__, "--serve", stack, "--port", str(port)]
+    if instrumented:
+        args.append("--instrumented")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            load(port, 20, 1)  # warm: first requests import and compile
+            return proc, port
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"{stack} server did not start")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", default=",".join(STACKS))
+    parser.add_argument("--serve", choices=STACKS)
+    parser.add_argument("--instrumented", action="store_true")
+    parser.add_argument("--port", type=int)
+    opts = parser.parse_args()
+    if opts.serve:
+        serve(opts.serve, opts.instrumented, opts.port)
+        return 0
+    requests = 1_000 if opts.quick else 2_000
+    rounds = 5 if opts.quick else 15
+    connections = 4
+    ok = True
+    print(f"{requests} requests per round over {connections} keep-alive connections, "
+          f"{rounds} rounds, FIT enabled in both, no tag")  # fmt: skip
+    for stack in opts.only.split(","):
+        procs = []
+        try:
+            plain_proc, plain = start(stack, False)
+            procs.append(plain_proc)
+            fit_proc, fitted = start(stack, True)
+            procs.append(fit_proc)
+            ratios, plain_rps, fit_rps = [], [], []
+            for i in range(rounds):
+                order = [(plain, plain_rps), (fitted, fit_rps)]
+                times = {}
+                for port, sink in order if i % 2 == 0 else order[::-1]:
+                    seconds = load(port, requests, connections)
+                    times[port] = seconds
+                    sink.append(requests / seconds)
+                ratios.append(times[fitted] / times[plain])
+            # Noise from other processes only ever adds time: the best round of each variant
+            # is its cost; the median of the paired rounds' ratios is shown for the spread.
+            ratio = max(plain_rps) / max(fit_rps)
+            passed = ratio <= 1.05
+            ok &= passed
+            print(
+                f"{stack:<8} without {max(plain_rps):8.0f} req/s   "
+                f"with the integration {max(fit_rps):8.0f} req/s   "
+                f"time ratio {ratio:5.3f}x (target <= 1.05x) {'ok' if passed else 'MISSED'}   "
+                f"(median of paired rounds {statistics.median(ratios):5.3f}x)"
+            )
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait(10)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
