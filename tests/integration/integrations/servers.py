@@ -15,9 +15,14 @@ from typing import Any
 import pytest
 import uvicorn
 from aiohttp import web
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from tests.support import free_port
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_request(self, *args: Any) -> None:  # no access log in the test output
+        return None
 
 
 class Servers:
@@ -51,7 +56,7 @@ class Servers:
     def wsgi(self, app: Any) -> str:
         """werkzeug's threaded WSGI server serving ``app``; returns its base URL."""
         port = free_port()
-        server = make_server("127.0.0.1", port, app, threaded=True)
+        server = make_server("127.0.0.1", port, app, threaded=True, request_handler=_Quiet)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
 

@@ -7,7 +7,10 @@ Forged and expired tags are ignored at every hop.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -51,6 +54,7 @@ def hop3() -> web.Application:
 
     app = web.Application(middlewares=[fit_aiohttp.middleware()])
     app.router.add_get("/data", data)
+    app.add_routes(fit_aiohttp.routes())
     return app
 
 
@@ -137,3 +141,41 @@ def test_forged_and_expired_tags_are_ignored_at_every_hop(
     assert fit.stats.injections == {}
     # each hop saw the tag once: the first hop sent nothing on, it had no verified tag
     assert fit.tag_counts() == {result: 3}
+
+
+async def test_the_runner_checks_every_hop_and_sees_the_third_inject(
+    chain: dict[str, str],
+) -> None:
+    routes = [url.rsplit("/", 1)[0] + fit.DEPENDENCIES_PATH for url in chain.values()]
+    recipe = Recipe.from_dict({**RECIPE.to_dict(), "expect": {"json": FALLBACK}})
+    # (the hops share this process's registry, so each route lists every hop's dependencies:
+    # the check of one route alone is shown against a single service in test_asgi)
+    report = await fit.run(
+        recipe, chain["hop1"], secret=SECRET, requests=10, concurrency=2, dependencies_urls=routes
+    )
+    assert report.passed, report.to_text()
+    assert report.injections() == {("hop3.db", "status"): 10}
+
+
+def test_the_command_exits_2_when_the_run_proves_nothing(
+    chain: dict[str, str], tmp_path: Path
+) -> None:
+    path = tmp_path / "typo.yaml"
+    path.write_text("name: typo\nfaults:\n  - dependency: hop3.dbb\n    status: 503\n")
+    command = [sys.executable, "-m", "resilience.cli", "fit", "run", str(path), "--target",
+               chain["hop1"], "--requests", "4", "--quiet"]  # fmt: skip
+    base = [*command, "--secret", SECRET]
+    before = subprocess.run(base, capture_output=True, text=True, timeout=60)
+    assert before.returncode == 2, before.stdout + before.stderr
+    assert "faults[0].dependency" in before.stderr and "'hop3.dbb'" in before.stderr
+    after = subprocess.run(
+        [*base, "--no-dependency-check"], capture_output=True, text=True, timeout=60
+    )
+    assert after.returncode == 2, after.stdout + after.stderr
+    assert "INVALID" in after.stdout and "matched no dependency call" in after.stdout
+    wrong_secret = subprocess.run(
+        [*command, "--secret", "not-the-secret", "--no-dependency-check"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert wrong_secret.returncode == 2
+    assert "carried X-Resilience-FIT-Ack" in wrong_secret.stdout
