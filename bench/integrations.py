@@ -18,6 +18,7 @@ having any middleware, apart from what the integration does.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import socket
@@ -37,41 +38,62 @@ STACKS = ("asgi", "wsgi", "aiohttp")
 # -- the servers (run in child processes) ----------------------------------------------------
 
 
-def serve(stack: str, instrumented: bool, port: int, empty: bool = False) -> None:
-    from resilience import fit, protect
-
-    fit.enable(secret="bench-secret")
+def _db() -> Any:
+    from resilience import protect
 
     @protect("bench.db", isolation="semaphore")
     def db() -> str:
         return "rows"
 
+    return db
+
+
+def asgi_app(instrumented: bool) -> Any:
+    """A Starlette page, with or without the ASGI integration."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from resilience.integrations.asgi import ResilienceMiddleware
+
+    db = _db()
+
+    async def page(request: Any) -> JSONResponse:
+        return JSONResponse({"db": db()})
+
+    app: Any = Starlette(routes=[Route("/page", page)])
+    if instrumented:
+        app.add_middleware(ResilienceMiddleware)
+    return app
+
+
+def wsgi_app(instrumented: bool) -> Any:
+    """A plain WSGI page, with or without the WSGI integration."""
+    from resilience.integrations.wsgi import ResilienceMiddleware
+
+    db = _db()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        body = json.dumps({"db": db()}).encode()
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        start_response("200 OK", headers)
+        return [body]
+
+    return ResilienceMiddleware(app) if instrumented else app
+
+
+def serve(stack: str, instrumented: bool, port: int, empty: bool = False) -> None:
+    from resilience import fit
+
+    fit.enable(secret="bench-secret")
+    db = _db()
     if stack == "asgi":
         import uvicorn
-        from starlette.applications import Starlette
-        from starlette.responses import JSONResponse
-        from starlette.routing import Route
 
-        from resilience.integrations.asgi import ResilienceMiddleware
-
-        async def page(request: Any) -> JSONResponse:
-            return JSONResponse({"db": db()})
-
-        app: Any = Starlette(routes=[Route("/page", page)])
-        if instrumented:
-            app.add_middleware(ResilienceMiddleware)
+        app = asgi_app(instrumented)
         uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
     elif stack == "wsgi":
         from werkzeug.serving import WSGIRequestHandler, make_server
-
-        from resilience.integrations.wsgi import ResilienceMiddleware as WsgiMiddleware
-
-        def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-            body = json.dumps({"db": db()}).encode()
-            start_response(
-                "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-            )
-            return [body]
 
         class KeepAlive(WSGIRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -79,9 +101,8 @@ def serve(stack: str, instrumented: bool, port: int, empty: bool = False) -> Non
             def log_request(self, *args: Any) -> None:
                 return None
 
-        handler: Any = WsgiMiddleware(wsgi_app) if instrumented else wsgi_app
         make_server(
-            "127.0.0.1", port, handler, threaded=True, request_handler=KeepAlive
+            "127.0.0.1", port, wsgi_app(instrumented), threaded=True, request_handler=KeepAlive
         ).serve_forever()
     else:
         from aiohttp import web
@@ -165,6 +186,62 @@ def load(port: int, requests: int, connections: int) -> float:
     return time.perf_counter() - start
 
 
+def in_process(stack: str, n: int, rounds: int) -> tuple[float, float]:
+    """Microseconds per request calling the app directly: (without, with the integration).
+
+    No server and no socket, so other processes' noise barely reaches it: this is the cost the
+    integration adds to each request, whatever the server.
+    """
+    from resilience import fit
+
+    fit.enable(secret="bench-secret")
+    apps = {v: (asgi_app if stack == "asgi" else wsgi_app)(v) for v in (False, True)}
+    scope = {
+        "type": "http", "method": "GET", "path": "/page", "raw_path": b"/page",
+        "query_string": b"", "headers": [(b"host", b"bench")], "http_version": "1.1",
+        "scheme": "http", "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1),
+        "root_path": "",
+    }  # fmt: skip
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/page", "SERVER_NAME": "bench",
+               "SERVER_PORT": "80", "wsgi.url_scheme": "http"}  # fmt: skip
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        return None
+
+    def start_response(*args: Any) -> None:
+        return None
+
+    def measure(app: Any) -> float:
+        if stack == "asgi":
+
+            async def go() -> float:
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    await app(dict(scope), receive, send)
+                return time.perf_counter() - t0
+
+            return asyncio.run(go()) / n * 1e6
+        t0 = time.perf_counter()
+        for _ in range(n):
+            body = app(dict(environ), start_response)
+            for _chunk in body:
+                pass
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+        return (time.perf_counter() - t0) / n * 1e6
+
+    results: dict[bool, list[float]] = {False: [], True: []}
+    for i in range(rounds):
+        for variant in (False, True) if i % 2 == 0 else (True, False):
+            results[variant].append(measure(apps[variant]))
+    fit.disable()
+    return statistics.median(results[False]), statistics.median(results[True])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -236,6 +313,15 @@ def main() -> int:
                 f"time ratio {ratio:5.3f}x (target <= 1.05x) {'ok' if passed else 'MISSED'}   "
                 f"(best rounds {max(rps['plain']) / max(rps['fit']):5.3f}x)"
             )
+            if stack in ("asgi", "wsgi"):
+                plain_us, fit_us = in_process(stack, requests * 5, rounds)
+                served_us = 1e6 / statistics.median(rps["plain"])
+                print(
+                    f"{'':<8} called in-process: {plain_us:6.1f} us without, {fit_us:6.1f} us "
+                    f"with: +{fit_us - plain_us:4.1f} us a request, "
+                    f"{(served_us + fit_us - plain_us) / served_us:5.3f}x of the "
+                    f"{served_us:5.0f} us a served request takes"
+                )
             if "empty" in variants:
                 empty = statistics.median(ratios["empty"])
                 print(
