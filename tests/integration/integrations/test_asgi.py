@@ -129,3 +129,32 @@ async def test_a_service_without_fit_makes_the_run_invalid(servers: Servers) -> 
     )
     assert not report.passed and report.verdict == "invalid"
     assert "carried X-Resilience-FIT-Ack" in report.invalid[0]
+
+
+async def test_the_runner_reports_an_experiment_that_leaks(servers: Servers) -> None:
+    """The page serialises its requests on one lock: a tagged request slowed by its fault
+    holds the lock, so untagged requests behind it wait too. The fault is request-scoped,
+    the capacity is not: the control traffic shows it against the baseline."""
+    fit.enable(secret=SECRET)
+    lock = asyncio.Lock()
+
+    @protect("asgi.slow", timeout=2.0, min_calls=1000)
+    async def slow() -> str:
+        return "real"
+
+    async def serial(request: Request) -> JSONResponse:
+        async with lock:
+            return JSONResponse({"db": await slow()})
+
+    application = Starlette(routes=[Route("/serial", serial)])
+    application.add_middleware(ResilienceMiddleware)
+    base = servers.asgi(application)
+    recipe = Recipe.from_dict(
+        {"name": "slow", "faults": [{"dependency": "asgi.slow", "latency": 0.25}]}
+    )
+    report = await fit.run(
+        recipe, base + "/serial", secret=SECRET, requests=12, tagged_share=0.5, concurrency=4
+    )
+    assert report.leaked and not report.passed, report.to_text()
+    assert "LEAKED into control traffic: control p99" in report.to_text()
+    assert report.to_dict()["leak"]["leaked"] is True
