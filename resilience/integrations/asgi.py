@@ -9,7 +9,8 @@ app.add_middleware(ResilienceMiddleware)        # or: app = ResilienceMiddleware
 
 Each HTTP request runs in a request scope (per-request cache dedup) and, when it carries a
 verified FIT tag, under the tag's recipe until the application has sent the whole response; the
-response of a tagged request carries the acknowledgement header. Lifespan and websocket scopes
+response of a tagged request carries the acknowledgement header, listing what was applied
+before the response started (headers cannot change once sent). Lifespan and websocket scopes
 pass through untouched. ``GET /_resilience/fit/dependencies`` answers ``resilience fit discover``
 while FIT is enabled (with a valid tag; otherwise 403); ``dependencies_path=None`` leaves that
 path to the application.

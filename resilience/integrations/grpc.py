@@ -70,8 +70,12 @@ def _get(metadata: Sequence[tuple[str, Any]] | None, key: str) -> str | None:
 
 def _acknowledge(request: ServerRequest, context: Any) -> None:
     ack = request.ack()
-    if ack is not None:
+    if ack is None:
+        return
+    try:
         context.set_trailing_metadata((*(context.trailing_metadata() or ()), (ACK_KEY, ack)))
+    except Exception:  # an acknowledgement informs; it must never replace the call's outcome
+        return
 
 
 # -- servers ---------------------------------------------------------------------------------
