@@ -75,7 +75,7 @@ async def discover(
     """Fail each dependency the service lists in turn; critical ones break an expectation.
 
     Args:
-        dependencies_url: where the service lists its dependencies (``resilience.fit.routes``);
+        dependencies_url: where the service lists its dependencies (its server integration);
             by default ``/_resilience/fit/dependencies`` on the target's host.
         expect: what an answer must satisfy (default: status 200).
         requests_per_dependency: tagged requests per dependency; any broken one makes it critical.

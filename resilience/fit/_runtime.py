@@ -105,7 +105,7 @@ def _remember(config_id: int, tag: str, verdict: Verdict) -> None:
         _verified[(config_id, tag)] = verdict
 
 
-# The verified tag of the running request, copied onto outgoing requests (see trace_config).
+# The verified tag of the running request, copied onto outgoing requests by the client glue.
 _TAG: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "resilience_fit_tag", default=None
 )

@@ -11,7 +11,8 @@ recipe, until the server closes the response iterable: a streamed response (a ge
 calls dependencies while it yields) stays under its scope for every chunk, and the scope ends
 when the body is done, not when the application returns. The request runs in a copy of the
 server thread's context (``contextvars``), so nothing of it stays on the worker thread
-afterwards. The response of a tagged request carries the acknowledgement header. ``GET
+afterwards. The response of a tagged request carries the acknowledgement header (what was
+applied before ``start_response``; headers cannot change once sent). ``GET
 /_resilience/fit/dependencies`` answers ``resilience fit discover`` while FIT is enabled;
 ``dependencies_path=None`` leaves that path to the application.
 """
