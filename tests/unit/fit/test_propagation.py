@@ -23,6 +23,7 @@ from resilience.fit import (
     outgoing_headers,
     server_request,
     sign_tag,
+    stats,
     tag_counts,
 )
 
@@ -103,6 +104,9 @@ def test_max_active_caps_tagged_requests_and_counts_the_rest() -> None:
     with server_request(tag) as again:  # slots come back when requests end
         assert again.context is not None
     assert tag_counts() == {"accepted": 3, "over_limit": 1}
+    families = {f.name: f for f in stats.collect_metrics()}
+    samples = {s.labels["result"]: s.value for s in families["resilience_fit_tags"].samples}
+    assert samples == {"accepted": 3.0, "over_limit": 1.0}
 
 
 def test_a_failing_request_gives_its_slot_back() -> None:
