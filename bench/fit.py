@@ -96,8 +96,11 @@ def main() -> int:
 
     print(f"{'bare function call':<26} {us(per_call(bare, n))}")
     fit.enable(secret=SECRET)
-    verify = statistics.median(per_call(lambda: fit.activate(tag), n // 10) for _ in range(5))
-    print(f"{'tag verification':<26} {us(verify)} per tagged request (HMAC-SHA256 + recipe)")
+    fresh = iter([fit.sign_tag(other, secret=SECRET) for _ in range(2_000)])
+    first = per_call(lambda: fit.activate(next(fresh)), 2_000)
+    print(f"{'tag verification, new tag':<26} {us(first)} (HMAC-SHA256, then the recipe parsed)")
+    again = statistics.median(per_call(lambda: fit.activate(tag), n // 10) for _ in range(5))
+    print(f"{'tag verification, seen':<26} {us(again)} (a run's tag, remembered once verified)")
     fit.disable()
     return 0 if ok else 1
 

@@ -43,9 +43,24 @@ class FaultContext(Protocol):
 
     Every ``protect`` call (and so every cache zone operation, whose zones are dependencies
     named ``cache.<cache>.<zone>``) reads the ``FIT`` contextvar once; when it holds a context,
-    it asks ``fault_for(dependency_name)`` and, given a fault, runs ``fault.wrap_sync(fn, timeout)``
-    (or ``wrap_async``) instead of ``fn``.
+    the call is a tagged one: it asks ``fault_for(dependency_name)`` (the one call an injection
+    point makes to choose a fault) and, given a fault, runs ``fault.wrap_sync(fn, timeout)`` (or
+    ``wrap_async``) instead of ``fn``. The fault counts itself as applied only when the wrapped
+    function runs, so a call rejected before it runs injected nothing.
+
+    ``recipe_name`` and ``bulkhead_share`` are what the circuit needs to keep an experiment
+    apart from real traffic: the key of the shadow breaker per (dependency, recipe) and the
+    ``recipe`` label of ``resilience_fit_calls_total``, and the share of the dependency's
+    bulkhead tagged calls may hold (at least one permit).
     """
+
+    @property
+    def recipe_name(self) -> str:
+        """The name of the recipe the request runs under."""
+
+    @property
+    def bulkhead_share(self) -> float:
+        """The fraction (0, 1] of a dependency's bulkhead that tagged calls may hold."""
 
     def fault_for(self, dependency: str) -> Fault | None:
         """The fault to inject into a call to ``dependency``, or ``None``."""

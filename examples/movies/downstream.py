@@ -49,9 +49,12 @@ def make_app(name: str) -> web.Application:
             state["delay"] = float(body.get("delay", state["delay"]))
         return web.json_response({"name": name, **state})
 
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
     app = web.Application()
     app.router.add_route("*", "/_control", control)
-    app.router.add_get("/health", lambda r: web.json_response({"ok": True}))
+    app.router.add_get("/health", health)
     app.router.add_get(f"/{name}", handle)
     app.router.add_get(f"/{name}/{{user}}", handle)
     return app

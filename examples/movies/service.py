@@ -25,6 +25,7 @@ from aiohttp import web
 from resilience import fit, protect
 from resilience.cache import AsyncReplicatedCache
 from resilience.flags import FileSource, Flags, Source
+from resilience.integrations import aiohttp as fit_aiohttp
 from resilience.web import admin_app
 
 POPULAR = ["m1", "m3"]
@@ -130,7 +131,7 @@ class Movies:
         )
 
     async def _lifecycle(self, app: web.Application) -> AsyncIterator[None]:
-        self.session = fit.client_session(timeout=aiohttp.ClientTimeout(total=5))
+        self.session = fit_aiohttp.client_session(timeout=aiohttp.ClientTimeout(total=5))
         yield
         await self.session.close()
         await self.cache.aclose()
@@ -138,11 +139,11 @@ class Movies:
 
     def app(self) -> web.Application:
         fit.enable(secret=self.fit_secret)
-        app = web.Application(middlewares=[fit.middleware()])
+        app = web.Application(middlewares=[fit_aiohttp.middleware()])
         app.cleanup_ctx.append(self._lifecycle)
         app.router.add_get("/home/{user}", self.home)
         app.router.add_get("/health", lambda r: web.json_response({"ok": True}))
-        app.add_routes(fit.routes())
+        app.add_routes(fit_aiohttp.routes())
         app.add_subapp(
             "/admin",
             admin_app(caches={"profile": self.cache}, flags=self.flags, token=self.admin_token),

@@ -10,9 +10,10 @@ import attrs
 import yarl
 
 from ..errors import ConfigError
-from ._aiohttp import DEPENDENCIES_PATH
+from ._carrier import DEPENDENCIES_PATH
 from ._recipe import Expectation, FaultSpec, Recipe
-from ._runner import DEFAULT_REQUEST_TIMEOUT, EXPERIMENT, Sample, send
+from ._report import EXPERIMENT, Sample
+from ._runner import DEFAULT_REQUEST_TIMEOUT, send
 from ._tags import DEFAULT_KEY_ID, sign_tag
 
 __all__ = ["Discovery", "discover"]
@@ -74,7 +75,7 @@ async def discover(
     """Fail each dependency the service lists in turn; critical ones break an expectation.
 
     Args:
-        dependencies_url: where the service lists its dependencies (``resilience.fit.routes``);
+        dependencies_url: where the service lists its dependencies (its server integration);
             by default ``/_resilience/fit/dependencies`` on the target's host.
         expect: what an answer must satisfy (default: status 200).
         requests_per_dependency: tagged requests per dependency; any broken one makes it critical.

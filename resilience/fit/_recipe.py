@@ -8,8 +8,6 @@ invalid value raises :class:`~resilience.errors.RecipeError` naming its path in 
 from __future__ import annotations
 
 import json
-import math
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +15,29 @@ from typing import Any, Literal
 import attrs
 
 from ..errors import ConfigError, RecipeError
+from ._checks import (
+    _ERROR_NAME,
+    _IMPORTS,
+    TOXIC_TYPES,
+    _address,
+    _attributes,
+    _fail,
+    _flag,
+    _fraction,
+    _key,
+    _keys,
+    _name,
+    _paths,
+    _seconds,
+    _status,
+    _status_list,
+    _statuses,
+    _stream,
+    _text,
+    _toxic_type,
+    _tuple,
+    resolve_error,
+)
 
 __all__ = [
     "TOXIC_TYPES",
@@ -25,6 +46,7 @@ __all__ = [
     "ProxySpec",
     "Recipe",
     "ToxicSpec",
+    "resolve_error",
 ]
 
 FaultKind = Literal["error", "status", "latency", "timeout"]
@@ -32,54 +54,6 @@ FaultKind = Literal["error", "status", "latency", "timeout"]
 DEFAULT_PROBABILITY = 1.0
 DEFAULT_ERROR_BUDGET = 0.0
 DEFAULT_STATUS = (200,)
-# Toxiproxy toxic types a recipe may name; "down" disables the proxy instead of adding a toxic.
-TOXIC_TYPES = frozenset(
-    {"latency", "bandwidth", "slow_close", "timeout", "reset_peer", "limit_data", "slicer", "down"}
-)
-_NAME = re.compile(r"^[A-Za-z0-9_.:*?\[\]-]{1,200}$")
-_ERROR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-
-
-def _fail(field: str, message: str) -> ConfigError:
-    return ConfigError(field, message)
-
-
-def _seconds(*, allow_none: bool = False, positive: bool = False) -> Any:
-    def check(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if value is None and allow_none:
-            return
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _fail(attribute.name, f"must be a number of seconds, got {value!r}")
-        if not math.isfinite(value) or value < 0 or (positive and value == 0):
-            raise _fail(attribute.name, f"must be a finite number {'>' if positive else '>='} 0")
-
-    return check
-
-
-def _fraction(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise _fail(attribute.name, f"must be a fraction in 0..1, got {value!r}")
-
-
-def _key(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, str) or not _NAME.match(value):
-        raise _fail(attribute.name, f"must be a dependency key or glob, got {value!r}")
-
-
-def _keys(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, tuple):
-        raise _fail(attribute.name, f"must be a list of dependency keys, got {value!r}")
-    for item in value:
-        if not isinstance(item, str) or not _NAME.match(item):
-            raise _fail(attribute.name, f"must list dependency keys or globs, got {item!r}")
-
-
-def _status(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599
-
-
-def _tuple(value: Any) -> Any:
-    return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
 @attrs.frozen(kw_only=True)
@@ -90,7 +64,8 @@ class FaultSpec:
         dependency: a dependency key or a glob (``ratings``, ``cache.profile.*``).
         error: the exception to raise: ``True`` for ``FaultInjectedError``, or a class name
             (a builtin such as ``ConnectionError``, a ``resilience.errors`` name, or a dotted
-            path to a class in an already imported module).
+            import path such as ``aiohttp.ClientConnectionError``) that must resolve to an
+            exception class taking one message, or the recipe is invalid.
         status: an HTTP status: the call raises ``FaultInjectedError`` carrying it.
         latency: seconds to wait before running the call; ``jitter`` adds up to that much more.
         timeout: the call hangs past the dependency's timeout, so the real timeout path fires.
@@ -122,6 +97,8 @@ class FaultSpec:
             raise _fail("error", f"must be an exception class name, got {self.error!r}")
         if self.error is not None and not isinstance(self.error, (str, bool)):
             raise _fail("error", f"must be true or an exception class name, got {self.error!r}")
+        if isinstance(self.error, str):
+            resolve_error(self.error, imports=_IMPORTS.get())
         if self.status is not None and not _status(self.status):
             raise _fail("status", f"must be an HTTP status 100..599, got {self.status!r}")
         if not isinstance(self.timeout, bool):
@@ -138,19 +115,6 @@ class FaultSpec:
         return "error"
 
 
-def _statuses(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not value or not all(_status(v) for v in value):
-        raise _fail(attribute.name, f"must list HTTP statuses 100..599, got {list(value)!r}")
-
-
-def _paths(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if isinstance(value, Mapping):
-        value = list(value)
-    for path in value:
-        if not isinstance(path, str) or not path:
-            raise _fail(attribute.name, f"keys must be dotted JSON paths, got {path!r}")
-
-
 @attrs.frozen(kw_only=True)
 class Expectation:
     """What the runner checks on every tagged response.
@@ -164,18 +128,13 @@ class Expectation:
     """
 
     status: tuple[int, ...] = attrs.field(
-        default=DEFAULT_STATUS, converter=_tuple, validator=_statuses
+        default=DEFAULT_STATUS, converter=_status_list, validator=_statuses
     )
     max_latency: float | None = attrs.field(
         default=None, validator=_seconds(allow_none=True, positive=True)
     )
     json: Mapping[str, Any] = attrs.field(factory=dict, validator=_paths)
     json_present: tuple[str, ...] = attrs.field(default=(), converter=_tuple, validator=_paths)
-
-
-def _address(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, str) or not re.match(r"^\[?[A-Za-z0-9_.:-]+\]?:[0-9]{1,5}$", value):
-        raise _fail(attribute.name, f"must be host:port, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -185,24 +144,6 @@ class ProxySpec:
     name: str = attrs.field(validator=_key)
     listen: str = attrs.field(validator=_address)
     upstream: str = attrs.field(validator=_address)
-
-
-def _toxic_type(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value not in TOXIC_TYPES:
-        raise _fail(attribute.name, f"must be one of {sorted(TOXIC_TYPES)}, got {value!r}")
-
-
-def _stream(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value not in ("downstream", "upstream"):
-        raise _fail(attribute.name, f"must be 'downstream' or 'upstream', got {value!r}")
-
-
-def _attributes(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, Mapping):
-        raise _fail(attribute.name, f"must be a mapping, got {value!r}")
-    for name, number in value.items():
-        if isinstance(number, bool) or not isinstance(number, (int, float)) or number < 0:
-            raise _fail(f"{attribute.name}.{name}", f"must be a number >= 0, got {number!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -219,21 +160,6 @@ class ToxicSpec:
     @property
     def toxic_name(self) -> str:
         return self.name if self.name is not None else f"fit_{self.type}_{self.stream}"
-
-
-def _text(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, str):
-        raise _fail(attribute.name, f"must be a string, got {value!r}")
-
-
-def _name(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, str) or not re.match(r"^[A-Za-z0-9_.-]{1,100}$", value):
-        raise _fail(attribute.name, f"must be 1..100 of [A-Za-z0-9_.-], got {value!r}")
-
-
-def _flag(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, bool):
-        raise _fail(attribute.name, f"must be true or false, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -263,15 +189,20 @@ class Recipe:
     description: str = attrs.field(default="", validator=_text)
 
     @classmethod
-    def from_dict(cls, data: Any) -> Recipe:
-        """Build and validate a recipe from its dict form."""
-        return _build(data, {})
+    def from_dict(cls, data: Any, *, imports: bool = True) -> Recipe:
+        """Build and validate a recipe from its dict form.
+
+        Args:
+            imports: whether a dotted exception name may import its module; tag verification
+                passes False, so a tag never makes a service import code.
+        """
+        return _build(data, {}, imports)
 
     @classmethod
     def loads(cls, text: str) -> Recipe:
         """Parse a recipe from YAML or JSON text; errors carry the line of the bad value."""
         data, lines = _parse(text)
-        return _build(data, lines)
+        return _build(data, lines, True)
 
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
@@ -391,6 +322,9 @@ def _make(cls: type[Any], data: Any, path: tuple[Any, ...], lines: Lines, **nest
         if key not in known:
             where = (*path, key)
             raise RecipeError(_dotted(where), "unknown field", _line(lines, where))
+    for field in attrs.fields(cls):
+        if field.default is attrs.NOTHING and field.name not in data and field.name not in nested:
+            raise RecipeError(_dotted((*path, field.name)), "is required", _line(lines, path))
     try:
         return cls(**{**data, **nested})
     except ConfigError as exc:
@@ -407,7 +341,15 @@ def _items(data: Any, key: str, lines: Lines) -> list[Any]:
     return value
 
 
-def _build(data: Any, lines: Lines) -> Recipe:
+def _build(data: Any, lines: Lines, imports: bool) -> Recipe:
+    token = _IMPORTS.set(imports)
+    try:
+        return _build_recipe(data, lines)
+    finally:
+        _IMPORTS.reset(token)
+
+
+def _build_recipe(data: Any, lines: Lines) -> Recipe:
     if not isinstance(data, Mapping):
         raise RecipeError(
             "recipe", f"must be a mapping, got {type(data).__name__}", _line(lines, ())

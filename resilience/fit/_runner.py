@@ -1,4 +1,4 @@
-"""The experiment runner: tagged requests, interleaved control requests, checks and reports.
+"""The experiment runner: a baseline, then tagged requests with control requests between them.
 
 The decisions (what to send next, what a response broke, whether the error budget is spent,
 what the report says) are plain code in :class:`Plan`, :func:`check` and :class:`RunReport`;
@@ -8,58 +8,49 @@ what the report says) are plain code in :class:`Plan`, :func:`check` and :class:
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import json
 import math
 import time
-import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import aiohttp
 import attrs
+import yarl
 
 from ..errors import ConfigError
+from ._ack import ACK_HEADER, decode_ack
+from ._carrier import DEPENDENCIES_PATH
 from ._recipe import Expectation, Recipe
+from ._report import BASELINE, CONTROL, EXPERIMENT, Kind, LeakCheck, RunReport, Sample
 from ._tags import DEFAULT_KEY_ID, DEFAULT_TTL, HEADER, sign_tag
 from ._toxiproxy import Injection, ToxiproxyClient
 
 __all__ = [
+    "DEFAULT_BASELINE_REQUESTS",
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_REQUESTS",
+    "DEFAULT_REQUEST_TIMEOUT",
+    "DEFAULT_TAGGED_SHARE",
     "Plan",
     "Progress",
-    "RunReport",
-    "Sample",
     "Tagger",
     "check",
-    "percentile",
     "run",
     "send",
 ]
 
-Kind = Literal["experiment", "control"]
-EXPERIMENT: Kind = "experiment"
-CONTROL: Kind = "control"
-
 DEFAULT_REQUESTS = 100
 DEFAULT_CONCURRENCY = 4
-DEFAULT_CONTROL_RATIO = 1.0
+# Tagged requests are this share of the runner's traffic; the rest is untagged control traffic
+# compared with the baseline, so a leak of the experiment into real traffic shows.
+DEFAULT_TAGGED_SHARE = 0.1
+DEFAULT_BASELINE_REQUESTS = 20
 DEFAULT_REQUEST_TIMEOUT = 10.0
 # Re-sign the run's tag this long before it expires, so no request leaves with a stale one.
 _REFRESH_MARGIN = 10.0
 _MISSING = object()
-
-
-@attrs.frozen
-class Sample:
-    """One response: its kind, status (None when none came), latency, and what it broke."""
-
-    kind: Kind
-    status: int | None
-    latency: float
-    broken: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        return not self.broken
 
 
 def _lookup(body: Any, path: str) -> Any:
@@ -75,6 +66,17 @@ def _lookup(body: Any, path: str) -> Any:
         else:
             return _MISSING
     return body
+
+
+def control_ratio(tagged_share: float) -> float:
+    """Control requests per tagged one for a tagged share of the runner's traffic."""
+    if (
+        isinstance(tagged_share, bool)
+        or not isinstance(tagged_share, (int, float))
+        or not 0.01 <= tagged_share <= 1
+    ):
+        raise ConfigError("tagged_share", f"must be a fraction in 0.01..1, got {tagged_share!r}")
+    return (1 - tagged_share) / tagged_share
 
 
 def check(
@@ -106,14 +108,6 @@ def check(
     return tuple(broken)
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile (``q`` in 0..100), None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
-
-
 class Plan:
     """What to send next and when to stop: ``requests`` tagged requests with control requests
     interleaved (``control_ratio`` per tagged one), stopping once the failures exceed what the
@@ -123,8 +117,8 @@ class Plan:
     def __init__(self, requests: int, control_ratio: float, error_budget: float) -> None:
         if isinstance(requests, bool) or not isinstance(requests, int) or requests < 1:
             raise ConfigError("requests", f"must be an integer >= 1, got {requests!r}")
-        if not 0 <= control_ratio <= 10:
-            raise ConfigError("control_ratio", f"must be in 0..10, got {control_ratio!r}")
+        if not 0 <= control_ratio <= 100:
+            raise ConfigError("control_ratio", f"must be in 0..100, got {control_ratio!r}")
         self.requests = requests
         self.allowed_failures = math.floor(error_budget * requests + 1e-9)
         self.failures = 0
@@ -164,170 +158,6 @@ class Progress:
     planned: int
 
 
-def _group(samples: list[Sample]) -> dict[str, Any]:
-    latencies = [s.latency for s in samples]
-    ok = sum(1 for s in samples if s.ok)
-    return {
-        "requests": len(samples),
-        "ok": ok,
-        "success_rate": ok / len(samples) if samples else None,
-        "p50": percentile(latencies, 50),
-        "p99": percentile(latencies, 99),
-    }
-
-
-def _seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value * 1000:.1f} ms"
-
-
-@attrs.define
-class RunReport:
-    """The outcome of one run: samples of both kinds, what broke, what was injected and undone."""
-
-    recipe: Recipe
-    target: str
-    planned: int
-    samples: list[Sample] = attrs.Factory(list)
-    aborted: str | None = None
-    allowed_failures: int = 0
-    toxics: list[str] = attrs.Factory(list)
-    leftovers: list[str] = attrs.Factory(list)
-    duration: float = 0.0
-
-    @property
-    def experiment(self) -> list[Sample]:
-        return [s for s in self.samples if s.kind == EXPERIMENT]
-
-    @property
-    def control(self) -> list[Sample]:
-        return [s for s in self.samples if s.kind == CONTROL]
-
-    def broken(self) -> dict[str, tuple[int, str]]:
-        """Expectation -> (tagged requests that broke it, the first detail seen)."""
-        out: dict[str, tuple[int, str]] = {}
-        for sample in self.experiment:
-            for name, detail in sample.broken:
-                count, first = out.get(name, (0, detail))
-                out[name] = (count + 1, first)
-        return out
-
-    @property
-    def failed_requests(self) -> int:
-        return sum(1 for s in self.experiment if not s.ok)
-
-    @property
-    def passed(self) -> bool:
-        return (
-            self.aborted is None
-            and bool(self.experiment)
-            and self.failed_requests <= self.allowed_failures
-            and not self.leftovers
-        )
-
-    def expectation_names(self) -> list[str]:
-        expect = self.recipe.expect
-        names = ["status"]
-        if expect.max_latency is not None:
-            names.append("max_latency")
-        names += [f"json:{p}" for p in (*expect.json, *expect.json_present)]
-        return names
-
-    def to_dict(self) -> dict[str, Any]:
-        broken = self.broken()
-        return {
-            "recipe": self.recipe.name,
-            "target": self.target,
-            "passed": self.passed,
-            "planned": self.planned,
-            "aborted": self.aborted,
-            "duration": self.duration,
-            "error_budget": {
-                "allowed_failures": self.allowed_failures,
-                "failures": self.failed_requests,
-            },
-            "experiment": _group(self.experiment),
-            "control": _group(self.control),
-            "expectations": {
-                name: {
-                    "passed": name not in broken,
-                    "broken": broken.get(name, (0, ""))[0],
-                    "example": broken.get(name, (0, None))[1],
-                }
-                for name in self.expectation_names()
-            },
-            "toxics": list(self.toxics),
-            "cleanup_leftovers": list(self.leftovers),
-        }
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    def to_junit(self) -> str:
-        """JUnit XML: one test case per expectation, the error budget and the cleanup."""
-        broken = self.broken()
-        suite = ET.Element("testsuite", name=f"fit.{self.recipe.name}", time=f"{self.duration:.3f}")
-        cases = 0
-        failures = 0
-
-        def case(name: str, failure: str | None) -> None:
-            nonlocal cases, failures
-            cases += 1
-            element = ET.SubElement(
-                suite, "testcase", classname=f"fit.{self.recipe.name}", name=name
-            )
-            if failure is not None:
-                failures += 1
-                ET.SubElement(element, "failure", message=failure).text = failure
-
-        for name in self.expectation_names():
-            count, detail = broken.get(name, (0, ""))
-            case(
-                f"expect {name}",
-                f"{count} of {len(self.experiment)} tagged requests: {detail}" if count else None,
-            )
-        budget_failure = self.aborted
-        if budget_failure is None and self.failed_requests > self.allowed_failures:
-            budget_failure = f"{self.failed_requests} failures > {self.allowed_failures} allowed"
-        if budget_failure is None and not self.experiment:
-            budget_failure = "no tagged request completed"
-        case("error budget", budget_failure)
-        case("cleanup", f"not undone: {', '.join(self.leftovers)}" if self.leftovers else None)
-        suite.set("tests", str(cases))
-        suite.set("failures", str(failures))
-        suites = ET.Element("testsuites")
-        suites.append(suite)
-        return ET.tostring(suites, encoding="unicode", xml_declaration=True)
-
-    def to_text(self) -> str:
-        exp, ctl = _group(self.experiment), _group(self.control)
-        lines = [
-            f"FIT run {self.recipe.name!r} against {self.target}: "
-            + ("PASSED" if self.passed else "FAILED"),
-            f"  {'':<11}{'requests':>9}{'ok':>7}{'success':>9}{'p50':>12}{'p99':>12}",
-        ]
-        for label, group in (("tagged", exp), ("control", ctl)):
-            rate = "-" if group["success_rate"] is None else f"{group['success_rate']:.1%}"
-            lines.append(
-                f"  {label:<11}{group['requests']:>9}{group['ok']:>7}{rate:>9}"
-                f"{_seconds(group['p50']):>12}{_seconds(group['p99']):>12}"
-            )
-        broken = self.broken()
-        for name in self.expectation_names():
-            count, detail = broken.get(name, (0, ""))
-            verdict = "ok" if not count else f"BROKEN by {count} request(s): {detail}"
-            lines.append(f"  expect {name}: {verdict}")
-        lines.append(
-            f"  error budget: {self.failed_requests} failed, {self.allowed_failures} allowed"
-            + (f" - ABORTED: {self.aborted}" if self.aborted else "")
-        )
-        if self.toxics:
-            lines.append(f"  toxics applied: {', '.join(self.toxics)}")
-            lines.append(
-                "  toxics removed" if not self.leftovers else f"  NOT REMOVED: {self.leftovers}"
-            )
-        return "\n".join(lines)
-
-
 class Tagger:
     """Signs the run's tag and signs a fresh one before it expires (long runs)."""
 
@@ -363,10 +193,11 @@ async def send(
     kind: Kind,
     request_timeout: float,
 ) -> Sample:
-    """One request, measured and checked."""
+    """One request, measured and checked; a tagged one keeps its acknowledgement."""
     start = time.perf_counter()
     status: int | None = None
     body: bytes | None = None
+    ack_value: str | None = None
     error = ""
     try:
         async with session.request(
@@ -374,14 +205,88 @@ async def send(
         ) as response:
             body = await response.read()
             status = response.status
+            ack_value = response.headers.get(ACK_HEADER)
     except (aiohttp.ClientError, TimeoutError) as exc:
         error = f"{type(exc).__name__}: {exc}"
     latency = time.perf_counter() - start
-    if kind == CONTROL:
-        # JSON expectations describe the experiment's (degraded) answer; an untouched control
-        # request is judged on answering, in time.
+    if kind != EXPERIMENT:
+        # JSON expectations describe the experiment's (degraded) answer; an untouched request
+        # is judged on answering, in time.
         expect = attrs.evolve(expect, json={}, json_present=())
-    return Sample(kind, status, latency, check(expect, status, latency, body, error))
+    broken = check(expect, status, latency, body, error)
+    return Sample(kind, status, latency, broken, decode_ack(ack_value) if headers else None)
+
+
+def _matches(pattern: str, names: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for name in names)
+
+
+async def check_dependencies(
+    session: aiohttp.ClientSession,
+    recipe: Recipe,
+    urls: list[str],
+    tag: dict[str, str],
+    request_timeout: float,
+) -> list[str]:
+    """Before the run: every fault must match a dependency one of the services lists.
+
+    Raises ``ConfigError`` (exit 2) naming the fault whose pattern matches nothing, or the URL
+    that did not answer; returns the dependencies found.
+    """
+    found: list[str] = []
+    for url in urls:
+        try:
+            async with session.get(
+                url, headers=tag, timeout=aiohttp.ClientTimeout(total=request_timeout)
+            ) as response:
+                status = response.status
+                listing: Any = await response.json() if status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise ConfigError("dependencies_url", f"{url}: {type(exc).__name__}: {exc}") from exc
+        if status != 200 or not isinstance(listing, dict):
+            raise ConfigError(
+                "dependencies_url",
+                f"{url} answered {status}: is FIT enabled there with this secret and key id, "
+                "and its dependency route served (a server integration serves it)? "
+                "--no-dependency-check skips this check",
+            )
+        found += [str(d) for d in listing.get("dependencies", [])]
+    for i, fault in enumerate(recipe.faults):
+        if not _matches(fault.dependency, found):
+            raise ConfigError(
+                f"faults[{i}].dependency",
+                f"{fault.dependency!r} matches no dependency of the service "
+                f"(it has: {', '.join(sorted(set(found))) or 'none'}); a dependency of a "
+                "service further down the chain needs its route (--dependencies-url)",
+            )
+    return found
+
+
+def _invalid(report: RunReport) -> list[str]:
+    """After the run: why it proves nothing, if it does not."""
+    answered = [s for s in report.experiment if s.status is not None]
+    acked = [s for s in answered if s.ack is not None]
+    if answered and not acked:
+        return [
+            f"none of the {len(answered)} tagged responses carried {ACK_HEADER}: the service "
+            "did not run them under the recipe (FIT not enabled, no server integration, "
+            "another secret or key id, or a recipe it refused: see resilience_fit_tags_total)"
+        ]
+    reasons = [
+        f"a response acknowledged recipe {s.ack.recipe!r}, not {report.recipe.name!r}"
+        for s in acked[:1]
+        if s.ack is not None and s.ack.recipe != report.recipe.name
+    ]
+    if not acked:
+        return reasons
+    names = [dep for dep, _ in report.injections()]
+    for i, fault in enumerate(report.recipe.faults):
+        if not _matches(fault.dependency, names):
+            reasons.append(
+                f"faults[{i}] (dependency {fault.dependency!r}) matched no dependency call "
+                "in any acknowledged request"
+            )
+    return reasons
 
 
 async def run(
@@ -392,34 +297,64 @@ async def run(
     key_id: str = DEFAULT_KEY_ID,
     requests: int = DEFAULT_REQUESTS,
     concurrency: int = DEFAULT_CONCURRENCY,
-    control_ratio: float = DEFAULT_CONTROL_RATIO,
+    tagged_share: float = DEFAULT_TAGGED_SHARE,
+    baseline_requests: int = DEFAULT_BASELINE_REQUESTS,
+    leak: LeakCheck | None = None,
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     ttl: float = DEFAULT_TTL,
     method: str = "GET",
     by_id: bool = False,
     toxiproxy: ToxiproxyClient | None = None,
+    allow_global_faults: bool = False,
+    dependencies_urls: list[str] | None = None,
+    check_dependency_list: bool = True,
     progress: Callable[[Progress], None] | None = None,
 ) -> RunReport:
     """Run one experiment against ``target``; whatever happens, toxics applied are removed.
 
     Args:
-        requests: tagged requests to send; ``control_ratio`` untagged ones per tagged one are
-            interleaved with them.
+        requests: tagged requests to send; untagged control requests are interleaved so that
+            tagged ones are ``tagged_share`` of the traffic.
+        baseline_requests: untagged requests sent before anything is injected; control traffic
+            is judged against them (``leak`` holds the tolerances).
         concurrency: requests in flight at once.
         request_timeout: seconds one request may take before it counts as no response.
         by_id: tag with the recipe's name instead of the recipe (services must know it).
         toxiproxy: the server to apply the recipe's proxies and toxics on; needed if it has any.
+        allow_global_faults: run a recipe with toxics, which slow every request through their
+            proxy (not only tagged ones); the report then says control traffic was affected.
+        dependencies_urls: the services' dependency routes, checked before the run; by
+            default the target host's ``/_resilience/fit/dependencies``.
+        check_dependency_list: False skips that check (services without the route).
     """
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ConfigError("concurrency", f"must be an integer >= 1, got {concurrency!r}")
+    if isinstance(baseline_requests, bool) or not isinstance(baseline_requests, int):
+        raise ConfigError("baseline_requests", f"must be an integer, got {baseline_requests!r}")
+    if recipe.toxics and not allow_global_faults:
+        raise ConfigError(
+            "toxics",
+            f"recipe {recipe.name!r} has toxics: a toxic slows every request through its proxy, "
+            "untagged and real traffic included, not only the experiment's. Use a "
+            "request-scoped fault (latency, error, timeout) in production, or pass "
+            "--allow-global-faults (staging)",
+        )
     if (recipe.toxics or recipe.proxies) and toxiproxy is None:
         raise ConfigError("toxiproxy", f"recipe {recipe.name!r} has toxics: give a server")
-    plan = Plan(requests, control_ratio, recipe.error_budget)
-    report = RunReport(recipe, target, requests, allowed_failures=plan.allowed_failures)
+    plan = Plan(requests, control_ratio(tagged_share), recipe.error_budget)
+    report = RunReport(
+        recipe,
+        target,
+        requests,
+        allowed_failures=plan.allowed_failures,
+        started=time.time(),
+        global_faults=bool(recipe.toxics),
+        leak_check=leak if leak is not None else LeakCheck(),
+    )
     tagger = Tagger(recipe.name if by_id else recipe, secret=secret, key_id=key_id, ttl=ttl)
     counts = {EXPERIMENT: [0, 0], CONTROL: [0, 0]}  # kind -> [responses, broken]
-    started = time.perf_counter()
     injection: Injection | None = None
+    connector = aiohttp.TCPConnector(limit=concurrency)
 
     async def worker(session: aiohttp.ClientSession) -> None:
         while (kind := plan.next()) is not None:
@@ -435,17 +370,35 @@ async def run(
                 (exp, exp_failed), (ctl, ctl_failed) = counts[EXPERIMENT], counts[CONTROL]
                 progress(Progress(exp, exp_failed, ctl, ctl_failed, requests))
 
-    try:
-        if toxiproxy is not None and (recipe.toxics or recipe.proxies):
-            injection = Injection.apply(toxiproxy, recipe)
-            report.toxics = injection.applied
-        connector = aiohttp.TCPConnector(limit=concurrency)
-        async with aiohttp.ClientSession(connector=connector) as session:
+    async def baseline(session: aiohttp.ClientSession, n: int) -> None:
+        while n > 0:
+            n -= 1
+            report.samples.append(
+                await send(session, method, target, {}, recipe.expect, BASELINE, request_timeout)
+            )
+
+    async with aiohttp.ClientSession(connector=connector) as session:
+        if check_dependency_list:
+            urls = dependencies_urls or [
+                str(yarl.URL(target).with_path(DEPENDENCIES_PATH).with_query(None))
+            ]
+            await check_dependencies(session, recipe, urls, tagger.headers(), request_timeout)
+        started = time.perf_counter()
+        share = [baseline_requests // concurrency + (i < baseline_requests % concurrency)
+                 for i in range(concurrency)]  # fmt: skip
+        await asyncio.gather(*(baseline(session, n) for n in share))
+        report.baseline_duration = time.perf_counter() - started
+        started = time.perf_counter()
+        try:
+            if toxiproxy is not None and (recipe.toxics or recipe.proxies):
+                injection = Injection.apply(toxiproxy, recipe)
+                report.toxics = injection.applied
             await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-    finally:
-        # Runs on errors, on cancellation and on Ctrl-C (asyncio.run cancels the main task).
-        if injection is not None:
-            report.leftovers = injection.remove()
-        report.aborted = plan.aborted
-        report.duration = time.perf_counter() - started
+        finally:
+            # Runs on errors, on cancellation and on Ctrl-C (asyncio.run cancels the main task).
+            if injection is not None:
+                report.leftovers = injection.remove()
+            report.aborted = plan.aborted
+            report.duration = time.perf_counter() - started
+    report.invalid = _invalid(report)
     return report

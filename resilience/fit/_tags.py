@@ -66,6 +66,8 @@ EXPIRED = "expired"
 TOO_LONG_LIVED = "ttl_too_long"
 INVALID_RECIPE = "invalid_recipe"
 UNKNOWN_RECIPE = "unknown_recipe"
+# Valid, but the process already had ``max_active`` tagged requests: the request ran untagged.
+OVER_LIMIT = "over_limit"
 
 
 def _b64encode(data: bytes) -> str:
@@ -201,7 +203,9 @@ def verify_tag(
             return Verdict(UNKNOWN_RECIPE)
         return Verdict(ACCEPTED, recipe, nonce, float(exp))
     try:
-        recipe = Recipe.from_dict(payload.get("recipe"))
+        # A tag never makes the service import code: exception names resolve only against
+        # modules it already imported (a recipe naming another one is refused as invalid).
+        recipe = Recipe.from_dict(payload.get("recipe"), imports=False)
     except Exception:
         return Verdict(INVALID_RECIPE)
     return Verdict(ACCEPTED, recipe, nonce, float(exp))

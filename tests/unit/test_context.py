@@ -43,3 +43,17 @@ def test_a_scope_cannot_be_entered_twice() -> None:
     scope = request_scope()
     with scope, pytest.raises(RuntimeError):
         scope.__enter__()
+
+
+def test_the_fit_context_offers_what_the_circuit_reads() -> None:
+    from resilience.context import FIT, FaultContext
+    from resilience.fit import Recipe, active
+
+    recipe = Recipe.from_dict({"name": "exp-1", "faults": [{"dependency": "a", "error": True}]})
+    with active(recipe) as context:
+        held: FaultContext | None = FIT.get()
+        assert held is context
+        assert held.recipe_name == "exp-1" and held.bulkhead_share == 0.1
+        assert held.fault_for("a") is not None and held.fault_for("b") is None
+    with active(recipe, bulkhead_share=0.5) as context:
+        assert context.bulkhead_share == 0.5

@@ -13,9 +13,10 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from pymemcache.client.base import Client as Memcached
+from pymemcache.client.base import PooledClient as Memcached
 
-from resilience import FaultInjectedError, fit, protect
+from resilience import FaultInjectedError, protect
+from resilience.integrations import aiohttp as fit_aiohttp
 
 CRITICAL = ("catalog", "pricing")
 DEPENDENCIES = ("cache.profile.a", "catalog", "pricing", "ratings")
@@ -31,6 +32,8 @@ def downstream(payload: dict[str, Any]) -> web.Application:
 
 
 def example_app(urls: dict[str, str], memcached: tuple[str, int], **policy: Any) -> web.Application:
+    # PooledClient: the page reads it from several threads at once (a plain Client is not
+    # thread-safe and stalls to its timeout when two threads share its socket).
     cache = Memcached(memcached, connect_timeout=1.0, timeout=1.0)
     cache.set("profile:1", b"ada")
     session_key = web.AppKey("session", aiohttp.ClientSession)
@@ -70,15 +73,15 @@ def example_app(urls: dict[str, str], memcached: tuple[str, int], **policy: Any)
         return web.json_response(body)
 
     async def session_ctx(app: web.Application) -> Any:
-        app[session_key] = fit.client_session()
+        app[session_key] = fit_aiohttp.client_session()
         yield
         await app[session_key].close()
         cache.close()
 
-    app = web.Application(middlewares=[fit.middleware()])
+    app = web.Application(middlewares=[fit_aiohttp.middleware()])
     app.cleanup_ctx.append(session_ctx)
     app.router.add_get("/page", page)
-    app.add_routes(fit.routes())
+    app.add_routes(fit_aiohttp.routes())
     return app
 
 

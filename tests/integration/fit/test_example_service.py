@@ -47,12 +47,15 @@ async def test_isolate_critical_recipe_passes(serve: Any, memcached: Any) -> Non
     )
     report = await fit.run(recipe, target, secret=SECRET, requests=20, concurrency=4)
     assert report.passed, report.to_text()
-    assert len(report.experiment) == 20 and len(report.control) == 20
+    assert len(report.experiment) == 20 and len(report.control) == 180  # tagged share 0.1
+    assert len(report.baseline) == 20 and report.leak()["judged"] and not report.leaked
     # The non-critical dependencies really failed on every tagged request, and only there.
     assert fit.stats.injections[("ratings", "isolated")] == 20
     assert fit.stats.injections[("cache.profile.a", "isolated")] == 20
     assert ("catalog", "isolated") not in fit.stats.injections
-    assert fit.tag_counts() == {"accepted": 20}
+    # the acknowledgements say so too; one more tag verified: the dependency route's check
+    assert report.injections() == {("cache.profile.a", "isolated"): 20, ("ratings", "isolated"): 20}
+    assert fit.tag_counts() == {"accepted": 21}
 
 
 async def test_failing_a_critical_dependency_fails_and_names_the_expectation(

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from resilience import FaultInjectedError, fit, protect
 from resilience.circuit import Registry
 from resilience.fit import HEADER, Recipe, sign_tag
+from resilience.integrations import aiohttp as fit_aiohttp
 from tests.support import free_port
 
 from .conftest import SECRET
@@ -41,7 +42,7 @@ def server(fresh_registry: Registry) -> Iterator[str]:
         except FaultInjectedError as exc:
             return web.json_response({"db": "failed"}, status=exc.status or 500)
 
-    app = web.Application(middlewares=[fit.middleware()])
+    app = web.Application(middlewares=[fit_aiohttp.middleware()])
     app.router.add_get("/", handle)
     port = free_port()
     loop = asyncio.new_event_loop()

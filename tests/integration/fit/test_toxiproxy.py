@@ -17,6 +17,7 @@ from resilience import fit, protect, registry
 from resilience.circuit import State, StateChange
 from resilience.errors import ToxiproxyError
 from resilience.fit import Recipe, ToxiproxyClient
+from resilience.integrations import aiohttp as fit_aiohttp
 from tests.support import free_port
 
 from .conftest import SECRET
@@ -46,7 +47,7 @@ def slow_service(proxy_port: int) -> web.Application:
         yield
         await app[key].close()
 
-    app = web.Application(middlewares=[fit.middleware()])
+    app = web.Application(middlewares=[fit_aiohttp.middleware()])
     app.cleanup_ctx.append(session_ctx)
     app.router.add_get("/", handle)
     return app
@@ -87,11 +88,16 @@ async def test_latency_toxic_opens_the_circuit_and_is_removed(
         secret=SECRET,
         requests=8,
         concurrency=2,
-        control_ratio=0.0,
+        tagged_share=1.0,
         toxiproxy=toxiproxy,
+        allow_global_faults=True,
+        check_dependency_list=False,  # this service serves no dependency route
         progress=progress,
     )
     assert report.passed, report.to_text()
+    assert report.global_faults and "control (and any real) traffic was affected" in (
+        report.to_text()
+    )
     assert seen == [["fit_latency_downstream"]]  # the toxic was there during the run
     assert report.toxics == ["slow/fit_latency_downstream"]
     dep = registry().dependency("slow-dep")
@@ -121,21 +127,20 @@ async def test_interrupted_run_removes_its_toxics(
             }
         )
     )
+    args = [
+        sys.executable, "-m", "resilience.cli", "fit", "run", str(path), "--target", target,
+        "--secret", SECRET, "--toxiproxy", toxiproxy.url, "--requests", "100000",
+        "--no-dependency-check",
+    ]  # fmt: skip
+    refused = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await asyncio.wait_for(refused.communicate(), 30)
+    assert refused.returncode == 2 and "--allow-global-faults" in out.decode(), out.decode()
+    assert toxiproxy.toxics("slow") == []  # refused before anything was applied
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "resilience.cli",
-        "fit",
-        "run",
-        str(path),
-        "--target",
-        target,
-        "--secret",
-        SECRET,
-        "--toxiproxy",
-        toxiproxy.url,
-        "--requests",
-        "100000",
+        *args,
+        "--allow-global-faults",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )

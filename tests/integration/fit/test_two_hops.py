@@ -10,6 +10,7 @@ from aiohttp import web
 
 from resilience import FaultInjectedError, fit, protect
 from resilience.fit import Recipe
+from resilience.integrations import aiohttp as fit_aiohttp
 
 from .conftest import SECRET
 
@@ -29,7 +30,7 @@ def service_b() -> web.Application:
         except FaultInjectedError as exc:
             return web.json_response({"db": "failed"}, status=exc.status or 500)
 
-    app = web.Application(middlewares=[fit.middleware()])
+    app = web.Application(middlewares=[fit_aiohttp.middleware()])
     app.router.add_get("/", handle)
     return app
 
@@ -48,11 +49,11 @@ def service_a(b_url: str, *, propagate: bool) -> web.Application:
         return web.json_response({"b": [status for status, _ in answers]})
 
     async def session_ctx(app: web.Application) -> Any:
-        app[key] = fit.client_session() if propagate else aiohttp.ClientSession()
+        app[key] = fit_aiohttp.client_session() if propagate else aiohttp.ClientSession()
         yield
         await app[key].close()
 
-    app = web.Application(middlewares=[fit.middleware()])
+    app = web.Application(middlewares=[fit_aiohttp.middleware()])
     app.cleanup_ctx.append(session_ctx)
     app.router.add_get("/", handle)
     return app

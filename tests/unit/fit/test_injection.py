@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import aiohttp
 import pytest
 
 from resilience import CallTimeoutError, FaultInjectedError, protect, registry
@@ -67,30 +68,49 @@ def test_status_fault_carries_status_and_named_errors_are_raised() -> None:
             search()
 
 
-def test_unknown_or_unimported_error_names_fall_back_to_fault_injected() -> None:
+def test_dotted_error_from_an_import_path() -> None:
     @protect("a")
     def a() -> None: ...
 
-    for name in ("NoSuchError", "not_imported_module_xyz.Boom", "resilience.errors.ConfigError"):
-        spec = recipe(faults=[{"dependency": "a", "error": name}])
-        with active(spec), pytest.raises(FaultInjectedError):
-            a()
-    import sys
-
-    assert "not_imported_module_xyz" not in sys.modules
-
-
-def test_dotted_error_from_imported_module() -> None:
-    @protect("a")
-    def a() -> None: ...
-
-    # JSONDecodeError needs three arguments: the fault says what it meant instead
-    spec = recipe(faults=[{"dependency": "a", "error": "json.JSONDecodeError"}])
-    with active(spec), pytest.raises(FaultInjectedError):
-        a()
     spec = recipe(faults=[{"dependency": "a", "error": "asyncio.InvalidStateError"}])
     with active(spec), pytest.raises(asyncio.InvalidStateError):
         a()
+    spec = recipe(faults=[{"dependency": "a", "error": "aiohttp.ClientConnectionError"}])
+    with active(spec), pytest.raises(aiohttp.ClientConnectionError, match="fault injected"):
+        a()
+
+
+def test_short_circuited_calls_count_no_injection() -> None:
+    ran: list[int] = []
+
+    @protect("ratings", fallback="fb", isolation="semaphore", min_calls=5, failure_rate=0.5)
+    def ratings() -> str:
+        ran.append(1)
+        return "real"
+
+    with active(recipe(faults=[{"dependency": "ratings", "error": True}])) as context:
+        assert [ratings() for _ in range(20)] == ["fb"] * 20
+    assert registry().dependency("ratings").state is State.OPEN
+    # 5 calls ran the fault and opened the circuit; 15 were short-circuited: nothing applied
+    assert stats.injections[("ratings", "error")] == 5
+    assert context.record() == {("ratings", "error"): 5}
+    assert ran == []
+
+
+def test_the_request_record_counts_matches_and_applications() -> None:
+    @protect("flaky", fallback="fb", min_calls=1000)
+    def flaky() -> str:
+        return "real"
+
+    rolls = iter([0.9, 0.9, 0.1])
+    spec = recipe(faults=[{"dependency": "flaky", "error": True, "probability": 0.5}])
+    with active(spec, random=lambda: next(rolls)) as context:
+        assert [flaky(), flaky()] == ["real", "real"]
+        assert context.record() == {("flaky", "error"): 0}  # matched, never applied
+        assert flaky() == "fb"
+        context.merge({("downstream.db", "status"): 3, ("flaky", "error"): 1})
+    assert context.record() == {("flaky", "error"): 2, ("downstream.db", "status"): 3}
+    assert context.recipe_name == "t" and context.bulkhead_share == 0.1
 
 
 def test_glob_fails_a_whole_cache_and_first_match_wins() -> None:

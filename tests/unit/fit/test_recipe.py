@@ -107,7 +107,7 @@ def test_to_dict_leaves_out_defaults() -> None:
         ('{"name": "x",\n "critical": "catalog"}', "critical", 2),
         ('{"name": "x",\n "isolate_critical": "yes"}', "isolate_critical", 2),
         ("name: 'has space'\n", "name", 1),
-        ("faults: []\n", "recipe", 1),
+        ("faults: []\n", "name", 1),
         ("- 1\n", "recipe", 1),
         ("name: x\ncritical: [a,\n", "recipe", 3),
     ],
@@ -131,3 +131,44 @@ def test_from_dict_errors_name_the_field_without_line() -> None:
 def test_error_name_must_look_like_a_class_name() -> None:
     with pytest.raises(ConfigError, match="exception class name"):
         FaultSpec(dependency="a", error="os.system('x')")
+
+
+def test_exception_names_must_resolve() -> None:
+    for name, needle in (
+        ("ConectionError", "unknown exception 'ConectionError'"),
+        ("not_a_module_xyz.Boom", "cannot import 'not_a_module_xyz'"),
+        ("json.NoSuchError", "unknown exception"),
+        ("os.path", "not an exception class"),
+        ("json.dumps", "not an exception class"),
+        ("json.JSONDecodeError", "cannot be raised with a single message"),
+    ):
+        with pytest.raises(RecipeError, match=needle) as info:
+            Recipe.loads(f"name: r\nfaults:\n  - dependency: a\n    error: {name}\n")
+        assert info.value.field == "faults[0].error" and info.value.line == 4, name
+    recipe = Recipe.from_dict(
+        {"name": "r", "faults": [{"dependency": "a", "error": "aiohttp.ClientConnectionError"}]}
+    )
+    assert recipe.faults[0].error == "aiohttp.ClientConnectionError"
+
+
+def test_a_tag_never_imports_a_module() -> None:
+    import sys
+
+    data = {"name": "r", "faults": [{"dependency": "a", "error": "xml.dom.minidom.Node"}]}
+    sys.modules.pop("xml.dom.minidom", None)
+    with pytest.raises(RecipeError, match="not imported here"):
+        Recipe.from_dict(data, imports=False)
+    assert "xml.dom.minidom" not in sys.modules
+
+
+def test_one_status_needs_no_list_and_a_missing_name_is_named() -> None:
+    recipe = Recipe.loads("name: r\nexpect:\n  status: 200\n")
+    assert recipe.expect.status == (200,)
+    with pytest.raises(RecipeError) as info:
+        Recipe.loads("faults: []\nexpect: {status: [200]}\n")
+    assert info.value.field == "name" and "is required" in str(info.value)
+    with pytest.raises(RecipeError) as info:
+        Recipe.from_dict({"name": "r", "faults": [{"error": True}]})
+    assert info.value.field == "faults[0].dependency"
+    with pytest.raises(RecipeError, match="status"):
+        Recipe.from_dict({"name": "r", "expect": {"status": "200"}})

@@ -1,16 +1,31 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import xmlschema
 
 from resilience import cli
 from resilience.errors import ConfigError
-from resilience.fit import Expectation, Plan, Recipe, RunReport, Sample, check, verify_tag
-from resilience.fit._runner import Tagger, percentile
+from resilience.fit import (
+    Ack,
+    Expectation,
+    Plan,
+    Recipe,
+    RunReport,
+    Sample,
+    check,
+    run,
+    verify_tag,
+)
+from resilience.fit._report import LeakCheck, percentile
+from resilience.fit._runner import Tagger, _invalid, control_ratio
 from resilience.testing import FakeClock
+
+JUNIT_XSD = Path(__file__).parent / "schemas" / "junit-10.xsd"
 
 EXPECT = Expectation(
     status=(200,), max_latency=0.5, json={"items.0.id": 3, "title": "Dune"}, json_present=("price",)
@@ -71,29 +86,38 @@ def test_plan_stops_once_the_error_budget_is_spent() -> None:
     assert plan.next() is None
 
 
-def report(samples: list[Sample], aborted: str | None = None) -> RunReport:
+def report(samples: list[Sample], aborted: str | None = None, **kw: object) -> RunReport:
     recipe = Recipe(name="r", expect=EXPECT)
-    return RunReport(recipe, "http://t/", 3, samples, aborted=aborted, duration=1.5)
+    return RunReport(recipe, "http://t/", 3, samples, aborted=aborted, duration=1.5, **kw)  # type: ignore[arg-type]
+
+
+ACK = Ack("r", {("db", "error"): 1})
+
+
+def ok(kind: str = "experiment", latency: float = 0.1) -> Sample:
+    return Sample(kind, 200, latency, (), ACK if kind == "experiment" else None)  # type: ignore[arg-type]
 
 
 def test_report_says_which_expectation_broke_in_every_format() -> None:
-    ok = Sample("experiment", 200, 0.1)
-    bad = Sample("experiment", 503, 0.2, (("status", "got 503, expected one of [200]"),))
-    r = report([ok, bad, Sample("control", 200, 0.05)], aborted="error budget spent")
-    assert not r.passed
+    bad = Sample("experiment", 503, 0.2, (("status", "got 503, expected one of [200]"),), ACK)
+    r = report([ok(), bad, ok("control", 0.05)], aborted="error budget spent")
+    assert not r.passed and r.verdict == "failed"
     text = r.to_text()
     assert "FAILED" in text
     assert "expect status: BROKEN by 1 request(s): got 503" in text
     assert "expect max_latency: ok" in text
+    assert "injected (acknowledged): db error x2" in text
     data = json.loads(r.to_json())
-    assert data["expectations"]["status"] == {
+    assert data["expectations"][0] == {
+        "name": "status",
         "passed": False,
-        "broken": 1,
+        "broken_requests": 1,
         "example": "got 503, expected one of [200]",
     }
-    assert data["experiment"]["requests"] == 2 and data["control"]["success_rate"] == 1.0
+    assert data["tagged"]["requests"] == 2 and data["control"]["error_ratio"] == 0.0
+    assert data["injections"] == [{"dependency": "db", "kind": "error", "applied": 2}]
     suite = ET.fromstring(r.to_junit()).find("testsuite")
-    assert suite is not None and suite.get("failures") == "2"
+    assert suite is not None and suite.get("failures") == "2" and suite.get("errors") == "0"
     failed = {c.get("name"): c.find("failure") for c in suite.iter("testcase")}
     assert failed["expect status"] is not None
     assert failed["expect max_latency"] is None
@@ -101,8 +125,125 @@ def test_report_says_which_expectation_broke_in_every_format() -> None:
     assert failed["cleanup"] is None
 
 
+def test_json_report_has_fixed_keys_and_units_in_names() -> None:
+    small = report([ok()])
+    other = RunReport(
+        Recipe.from_dict(
+            {"name": "other", "expect": {"json": {"a.b": 1, "c": 2}, "json_present": ["d"]}}
+        ),
+        "http://x/",
+        9,
+        [ok(), ok("control"), ok("baseline")],
+    )
+
+    def keys(value: object, prefix: str = "") -> set[str]:
+        if isinstance(value, dict):
+            return {f"{prefix}{k}" for k in value} | {
+                key for k, v in value.items() for key in keys(v, f"{prefix}{k}.")
+            }
+        if isinstance(value, list):
+            return {key for v in value for key in keys(v, f"{prefix}[].")}
+        return set()
+
+    a, b = keys(small.to_dict()), keys(other.to_dict())
+    assert a == b  # recipe-dependent names are values, never keys
+    assert small.to_dict()["schema_version"] == 1
+    for key in a:
+        leaf = key.rsplit(".", 1)[-1]
+        assert not any(leaf == bare for bare in ("duration", "p50", "p99", "latency")), key
+    assert {"duration_seconds", "tagged.p50_seconds", "control.p99_seconds"} <= a
+
+
+def test_junit_validates_against_jenkins_xunit_schema() -> None:
+    schema = xmlschema.XMLSchema(str(JUNIT_XSD))
+    bad = Sample("experiment", 503, 0.2, (("status", "got 503"),), ACK)
+    for r in (
+        report([ok(), ok("control"), ok("baseline")]),
+        report([ok(), bad], aborted="error budget spent", leftovers=["toxic p/x"]),
+        report([ok()], invalid=["no acknowledgement"]),
+    ):
+        xml = r.to_junit()
+        schema.validate(xml)
+        suite = ET.fromstring(xml).find("testsuite")
+        assert suite is not None
+        for attribute in (
+            "name", "tests", "failures", "errors", "skipped", "time", "timestamp", "hostname"
+        ):  # fmt: skip
+            assert suite.get(attribute), attribute
+        cases = list(suite.iter("testcase"))
+        assert int(suite.get("tests") or 0) == len(cases)
+        assert all(c.get("time") is not None for c in cases)
+        for outcome in (*suite.iter("failure"), *suite.iter("error")):
+            assert outcome.get("type") and outcome.get("message")
+    # the schema is a real check: a suite without its required attributes is refused
+    with pytest.raises(xmlschema.XMLSchemaValidationError):
+        schema.validate("<testsuites><testsuite name='x'/></testsuites>")
+
+
+def test_invalid_runs_name_why_and_fail() -> None:
+    recipe = Recipe.from_dict(
+        {"name": "r", "faults": [{"dependency": "recomendations", "error": True}]}
+    )
+    unacked = RunReport(recipe, "t", 2, [Sample("experiment", 200, 0.1)])
+    (reason,) = _invalid(unacked)
+    assert "X-Resilience-FIT-Ack" in reason and "FIT not enabled" in reason
+    acked = RunReport(
+        recipe, "t", 2, [Sample("experiment", 200, 0.1, (), Ack("r", {("ratings", "error"): 2}))]
+    )
+    (reason,) = _invalid(acked)
+    assert "faults[0] (dependency 'recomendations') matched no dependency" in reason
+    unacked.invalid = [reason]
+    assert not unacked.passed and unacked.verdict == "invalid"
+    assert "INVALID" in unacked.to_text()
+    # a response that never came is no missing acknowledgement
+    assert _invalid(RunReport(recipe, "t", 1, [Sample("experiment", None, 0.1)])) == []
+    # matched with zero applications (short-circuited, probability) still proves the match
+    zero = Sample("experiment", 200, 0.1, (), Ack("r", {("recomendations", "error"): 0}))
+    assert _invalid(RunReport(recipe, "t", 1, [zero])) == []
+
+
+def test_some_unacknowledged_responses_fail_the_run() -> None:
+    r = report([ok(), Sample("experiment", 200, 0.1)])
+    assert r.unacknowledged == 1 and not r.passed and r.verdict == "failed"
+    assert "NOT ACKNOWLEDGED: 1 of 2" in r.to_text()
+
+
+def test_leak_check_compares_control_with_the_baseline() -> None:
+    check = LeakCheck(error_ratio=0.05, p99_factor=2.0, p99_slack_seconds=0.1, min_requests=10)
+    base = [ok("baseline", 0.01)] * 20
+    assert check.judge(base, [ok("control", 0.015)] * 20)["leaked"] is False
+    slow = check.judge(base, [ok("control", 0.5)] * 20)
+    assert slow["leaked"] and "p99" in slow["reasons"][0]
+    failing = [Sample("control", 503, 0.01, (("status", "503"),))] * 2 + [ok("control")] * 18
+    errors = check.judge(base, failing)
+    assert errors["leaked"] and "error ratio 10.0%" in errors["reasons"][0]
+    few = check.judge(base[:3], failing)
+    assert few["judged"] is False and few["leaked"] is False
+    leaked = report([ok(), *base, *[ok("control", 0.5)] * 20])
+    assert leaked.leaked and not leaked.passed
+    assert "LEAKED into control traffic" in leaked.to_text()
+    allowed = report([ok(), *base, *[ok("control", 0.5)] * 20], global_faults=True)
+    assert allowed.passed and "control (and any real) traffic was affected" in allowed.to_text()
+
+
+def test_tagged_share_sets_the_control_ratio() -> None:
+    assert control_ratio(0.1) == pytest.approx(9.0)
+    assert control_ratio(1.0) == 0.0
+    with pytest.raises(ConfigError, match="tagged_share"):
+        control_ratio(0.0)
+
+
+def test_recipes_with_toxics_are_refused_unless_global_faults_are_allowed() -> None:
+    recipe = Recipe.from_dict(
+        {"name": "slow", "toxics": [{"proxy": "p", "type": "latency", "attributes": {}}]}
+    )
+    with pytest.raises(ConfigError, match="allow-global-faults") as info:
+        asyncio.run(run(recipe, "http://127.0.0.1:9/", secret="s"))
+    assert info.value.field == "toxics"
+
+
 def test_report_passes_and_flags_leftover_toxics() -> None:
-    r = report([Sample("experiment", 200, 0.1)])
+    r = report([ok()])
     assert r.passed and "PASSED" in r.to_text()
     r.toxics, r.leftovers = ["p/fit_latency_downstream"], ["toxic p/fit_latency_downstream"]
     assert not r.passed
@@ -136,3 +277,19 @@ def test_cli_reports_configuration_errors(
     assert "RESILIENCE_FIT_SECRET" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["fit", "run"])
+
+
+def test_run_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["fit", "run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    options = [
+        "--timeout", "--requests", "--tagged-share", "--baseline", "--leak-error-ratio",
+        "--leak-p99-factor", "--leak-p99-slack", "--concurrency", "--by-id",
+        "--dependencies-url", "--no-dependency-check", "--allow-global-faults", "--toxiproxy",
+        "--report-json", "--junit", "--quiet", "--secret", "--key-id",
+    ]  # fmt: skip
+    for option in options:
+        after = text.split(option, 2)[-1]
+        assert "default" in after.split(" --", 1)[0], option
+    assert "(default: 0.1)" in text  # the tagged share is small by default

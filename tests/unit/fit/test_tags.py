@@ -143,7 +143,7 @@ def test_fuzzed_text_is_never_accepted_and_never_raises(text: str) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_any_change_to_a_valid_tag_is_rejected(data: st.DataObject) -> None:
-    original = tag()
+    original = tag(nonce="fixed")  # the same tag every run: hypothesis replays its draws
     i = data.draw(st.integers(0, len(original) - 1))
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
     replacement = data.draw(st.sampled_from(alphabet).filter(lambda c: c != original[i]))
