@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -294,7 +295,11 @@ class _Admin:
         done = await asyncio.to_thread(apply, flags, name, asked, actor=actor)
         if isinstance(done, Refusal):
             return web.json_response(done.body(), status=done.status)
-        return web.json_response({**flags.status(), **done.where(), "changed": done.changed})
+        # "time": a state message computed before it does not show this change; the page
+        # does not draw one over the answer.
+        return web.json_response(
+            {**flags.status(), **done.where(), "changed": done.changed, "time": time.time()}
+        )
 
     def _flags(self) -> Flags:
         if self.flags is None:

@@ -263,6 +263,9 @@ function shown(info) {
 // Where the page's changes go: the flags' writable source (etcd: every process) when there is
 // one, else overrides in this process. Taken from the last status drawn.
 let flagStore = null;
+// Server time of the last change made from this page: a state message computed before it
+// (already on its way) would show the flags as they were, so it is not drawn over the answer.
+let flagsAsOf = 0;
 
 function flagRequest(name, info, action, text) {
   const path = `flags/${encodeURIComponent(name)}`;
@@ -314,7 +317,10 @@ async function changeFlag(name, info, action, text) {
   }
   lastFlags = "";
   if (document.activeElement) document.activeElement.blur(); // done editing: redraw now
-  if (resp.ok) drawFlags(answer);
+  if (resp.ok) {
+    flagsAsOf = typeof answer.time === "number" ? answer.time : 0;
+    drawFlags(answer);
+  }
 }
 
 function parseValue(text) {
@@ -327,7 +333,8 @@ function flagButton(cls, label, onClick) {
   return button;
 }
 
-function drawFlags(status) {
+function drawFlags(status, asOf) {
+  if (asOf !== undefined && asOf < flagsAsOf) return;
   // Only what the table shows decides a redraw: a flags status also carries counters that
   // change on every evaluation, and redrawing then would swap the inputs under the operator.
   const store = status && typeof status.writes_to === "string" ? status.writes_to : null;
@@ -350,7 +357,12 @@ function drawFlags(status) {
     const input = el("input", { class: "flag-value", value: JSON.stringify(shown(info)) });
     const controls = [input, flagButton("flag-set", "set", () => changeFlag(name, info, "set", input.value))];
     if (store) {
-      controls.push(flagButton("flag-delete", "delete", () => changeFlag(name, info, "delete")));
+      controls.push(flagButton("flag-delete", "delete", () => {
+        // Every process loses the flag at once: one click must not be enough.
+        if (window.confirm(`Delete ${name} from ${store}? Every process falls back to its other sources.`)) {
+          changeFlag(name, info, "delete");
+        }
+      }));
       if (info && info.overridden) controls.push(flagButton("flag-clear", "clear override", () => changeFlag(name, info, "clear")));
     } else {
       controls.push(flagButton("flag-clear", "clear", () => changeFlag(name, info, "clear")));
@@ -370,7 +382,7 @@ function onState(state) {
   drawCircuits(state.circuits);
   drawPools(state.pools);
   drawCaches(state.caches);
-  drawFlags(state.flags);
+  drawFlags(state.flags, state.time);
   $("updated").textContent = `updated ${new Date(state.time * 1000).toLocaleTimeString()}`;
 }
 

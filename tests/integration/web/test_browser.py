@@ -20,6 +20,7 @@ pytestmark = pytest.mark.integration
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from resilience.flags import EtcdSource, Flags, InMemorySource  # noqa: E402
@@ -203,7 +204,8 @@ def test_a_flag_flipped_from_the_page_lands_in_etcd(
             other = EtcdSource(etcd.endpoints, prefix)
             now = other.write("kill-recommendations", {"on": False}, actor="bob").revision
             assert src.wait_revision(now, 10)
-            value.clear()
+            # typed over, as a person does (WebDriver's clear() would blur the field)
+            value.send_keys(Keys.CONTROL, "a")
             value.send_keys("true")
             driver.find_element(By.CSS_SELECTOR, f"{row} .flag-set").click()
             wait.until(lambda d: _flag_message(d)[0] == "error")
@@ -211,9 +213,18 @@ def test_a_flag_flipped_from_the_page_lands_in_etcd(
             assert src.get("kill-recommendations") == ({"on": False}, now)
             wait.until(lambda d: _read(d, f"{row} .flag-current") == "false")
 
-            # delete: gone from etcd, the built-in default shows through
+            # delete asks first (every process loses the flag); declined, nothing happens
             driver.find_element(By.CSS_SELECTOR, f"{row} .flag-delete").click()
+            wait.until(lambda d: d.switch_to.alert)
+            assert "Every process" in driver.switch_to.alert.text
+            driver.switch_to.alert.dismiss()
+            assert src.get("kill-recommendations") == ({"on": False}, now)
+            # accepted: gone from etcd, the built-in default shows through
+            driver.find_element(By.CSS_SELECTOR, f"{row} .flag-delete").click()
+            wait.until(lambda d: d.switch_to.alert)
+            driver.switch_to.alert.accept()
             wait.until(lambda d: _flag_message(d)[0] == "ok")
+            assert "deleted" in _flag_message(driver)[1]
             assert src.get("kill-recommendations") == (None, 0)
             wait.until(lambda d: _read(d, f"{row} .flag-source") == "memory")
     finally:
