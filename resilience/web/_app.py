@@ -12,9 +12,13 @@ Routes (relative to where the app is mounted):
 ``/dependencies``     GET     ``{"dependencies": [names]}``, what FIT discovery fails in turn
 ``/caches``           GET     each cache's ``status()``
 ``/flags``            GET     the flags object's ``status()``
-``/flags/{name}``     POST    ``{"value": v}`` sets a runtime override (token); an unknown name
-                              is a 404 unless the body says ``"create": true``
-``/flags/{name}``     DELETE  clears the override (token); 404 for an unknown name
+``/flags/{name}``     POST    ``{"value": v}`` or ``{"flag": {...}}`` (token): written to the
+                              flags' writable source (etcd, every process sees it) when there is
+                              one, else or with ``?target=override`` an override in this process;
+                              the answer says where (``target``, ``revision``). 404 for an unknown
+                              name unless ``"create": true``; 409 for a stale ``"revision"``
+``/flags/{name}``     DELETE  deletes it from the writable source, or clears the override
+                              (``?target=override``, or no writable source) (token); 404 unknown
 ``/stream``           GET     SSE: ``state`` every interval, ``state_change`` on transitions
 ``/hystrix.stream``   GET     SSE in Hystrix's format, for the Hystrix dashboard and Turbine
 ====================  ======  ===============================================================
@@ -32,9 +36,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 from aiohttp import web
@@ -44,6 +49,17 @@ from prometheus_client.registry import REGISTRY, CollectorRegistry
 from ..circuit import Registry
 from ..circuit import registry as default_registry
 from ..errors import ConfigError
+from ..flags import Flags
+from ..flags._change import (
+    ACTOR_HEADER,
+    Change,
+    ChangeRequest,
+    Refusal,
+    actor_name,
+    change_flag,
+    clear_flag,
+    read_request,
+)
 from ._access import bearer, json_body, matches
 from ._state import HasStatus, circuit_view, hystrix_command, hystrix_pool, snapshot
 from ._stream import CLIENTS, PING, Shared, StreamHub, encoded_frame, frame, serve_events
@@ -58,14 +74,7 @@ DEFAULT_MAX_STREAM_CLIENTS = 5  # Hystrix's limit
 DEFAULT_STREAM_BACKLOG = 32
 
 
-class Flags(HasStatus, Protocol):
-    """What the admin app needs from a flags object (``resilience.flags.Flags`` has it)."""
-
-    def __contains__(self, name: str) -> bool: ...
-
-    def set(self, name: str, value: Any) -> Any: ...
-
-    def clear(self, name: str) -> Any: ...
+_Apply = Callable[..., Change | Refusal]
 
 
 def _token(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -264,32 +273,33 @@ class _Admin:
         return web.json_response(circuit_view(dep))
 
     async def set_flag(self, request: web.Request) -> web.StreamResponse:
-        flags = self._flags()
-        body = await json_body(request)
-        if "value" not in body:
-            raise web.HTTPBadRequest(text='body must be {"value": ...}')
-        name = request.match_info["name"]
-        # A typo must not create a new flag nobody reads: only when asked to.
-        if name not in flags and body.get("create") is not True:
-            raise web.HTTPNotFound(
-                text=f'no flag {name!r}; send {{"value": ..., "create": true}} to create it'
-            )
-        try:
-            flags.set(name, body["value"])
-        except (ValueError, TypeError, KeyError) as exc:
-            raise web.HTTPBadRequest(text=str(exc)) from exc
-        return web.json_response(snapshot(self.reg, (), flags)["flags"])
+        self._flags()
+        asked = read_request(await json_body(request), request.query)
+        return await self._change(request, change_flag, asked)
 
     async def clear_flag(self, request: web.Request) -> web.StreamResponse:
+        self._flags()
+        return await self._change(request, clear_flag, read_request(None, request.query))
+
+    async def _change(
+        self, request: web.Request, apply: _Apply, asked: ChangeRequest | Refusal
+    ) -> web.StreamResponse:
+        # The rules (where a change goes, what is refused) are the flags' own, shared with
+        # flags_admin_app; this adapter only turns their answer into HTTP.
         flags = self._flags()
+        if isinstance(asked, Refusal):
+            return web.json_response(asked.body(), status=asked.status)
+        actor = actor_name(request.headers.get(ACTOR_HEADER), "admin")
         name = request.match_info["name"]
-        if name not in flags:
-            raise web.HTTPNotFound(text=f"no flag {name!r}")
-        try:
-            flags.clear(name)
-        except (ValueError, KeyError) as exc:
-            raise web.HTTPBadRequest(text=str(exc)) from exc
-        return web.json_response(snapshot(self.reg, (), flags)["flags"])
+        # A fleet-wide write is a round trip to etcd: never on the event loop.
+        done = await asyncio.to_thread(apply, flags, name, asked, actor=actor)
+        if isinstance(done, Refusal):
+            return web.json_response(done.body(), status=done.status)
+        # "time": a state message computed before it does not show this change; the page
+        # does not draw one over the answer.
+        return web.json_response(
+            {**flags.status(), **done.where(), "changed": done.changed, "time": time.time()}
+        )
 
     def _flags(self) -> Flags:
         if self.flags is None:
@@ -341,7 +351,8 @@ def admin_app(
     Args:
         registry: the resilience registry shown (the default one unless given).
         caches: objects with ``status() -> dict``, as a sequence or a ``{name: cache}`` mapping.
-        flags: an object with ``status()``, ``set(name, value)`` and ``clear(name)``.
+        flags: the ``resilience.flags.Flags`` shown and changed (writes go to its writable
+            source when it has one, as ``flags_admin_app``'s do).
         token: the bearer token write routes need; None disables writes.
         protect_reads: read routes need the token too.
         interval: seconds between state messages on the streams.

@@ -250,29 +250,76 @@ function flagEntries(status) {
   return Object.entries(flags).filter(([, v]) => v !== undefined);
 }
 
+// What a flag's row shows and edits: its value when it has one for everybody, else its spec
+// (a rollout or rules), which "set" then sends back whole.
 function shown(info) {
   if (info === null || typeof info !== "object") return info;
+  if (info.static === false && info.spec) return info.spec;
   if ("value" in info) return info.value;
   if ("on" in info) return info.on;
   return info;
 }
 
-async function changeFlag(name, method, value) {
+// Where the page's changes go: the flags' writable source (etcd: every process) when there is
+// one, else overrides in this process. Taken from the last status drawn.
+let flagStore = null;
+// Server time of the last change made from this page: a state message computed before it
+// (already on its way) would show the flags as they were, so it is not drawn over the answer.
+let flagsAsOf = 0;
+
+function flagRequest(name, info, action, text) {
+  const path = `flags/${encodeURIComponent(name)}`;
+  // The revision the operator saw, when the flag lives in the store: a change made meanwhile
+  // by someone else is refused (409) instead of silently overwritten.
+  const revision = flagStore && info.source === flagStore && Number.isInteger(info.version) ? info.version : null;
+  if (action === "set") {
+    const parsed = parseValue(text);
+    const whole = info.static === false && parsed !== null && typeof parsed === "object" && !Array.isArray(parsed);
+    const body = whole ? { flag: parsed } : { value: parsed };
+    if (revision !== null) body.revision = revision;
+    return { url: path, method: "POST", body, what: `set to ${JSON.stringify(parsed)}` };
+  }
+  if (action === "delete") {
+    return { url: revision === null ? path : `${path}?revision=${revision}`, method: "DELETE", what: "deleted" };
+  }
+  return { url: `${path}?target=override`, method: "DELETE", what: "override cleared" };
+}
+
+function whereItWent(answer, name) {
+  if (answer.target === "override") {
+    return answer.action === "clear" && !answer.changed ? "no override to clear" : "in this process only (override)";
+  }
+  let text = `in ${answer.target}, revision ${answer.revision}: every process sees it`;
+  const now = answer.flags && answer.flags[name];
+  if (now && now.overridden) text += "; an override in this process still wins here";
+  return text;
+}
+
+async function changeFlag(name, info, action, text) {
   const msg = $("flag-message");
-  const headers = { "Content-Type": "application/json" };
+  const req = flagRequest(name, info, action, text);
+  const headers = { "Content-Type": "application/json", "X-Resilience-Actor": "dashboard" };
   if (token()) headers.Authorization = `Bearer ${token()}`;
-  const resp = await fetch(`flags/${encodeURIComponent(name)}`, {
-    method, headers, body: method === "POST" ? JSON.stringify({ value }) : undefined,
+  const resp = await fetch(req.url, {
+    method: req.method, headers, body: req.body ? JSON.stringify(req.body) : undefined,
   });
+  const isJson = (resp.headers.get("Content-Type") || "").includes("json");
+  const answer = isJson ? await resp.json() : { error: await resp.text() };
+  msg.dataset.target = resp.ok ? answer.target : "";
+  msg.dataset.revision = resp.ok && answer.revision !== null ? answer.revision : "";
   if (resp.ok) {
     msg.className = "ok";
-    msg.textContent = `${name}: ${method === "POST" ? "set to " + JSON.stringify(value) : "override cleared"}`;
-    lastFlags = "";
-    if (document.activeElement) document.activeElement.blur(); // done editing: redraw now
-    drawFlags(await resp.json());
+    msg.textContent = `${name}: ${req.what} ${whereItWent(answer, name)}`;
   } else {
     msg.className = "error";
-    msg.textContent = `${name}: ${resp.status} ${await resp.text()}`;
+    msg.textContent = `${name}: ${resp.status} ${answer.error}` +
+      (resp.status === 409 ? " (the table now shows the current value)" : "");
+  }
+  lastFlags = "";
+  if (document.activeElement) document.activeElement.blur(); // done editing: redraw now
+  if (resp.ok) {
+    flagsAsOf = typeof answer.time === "number" ? answer.time : 0;
+    drawFlags(answer);
   }
 }
 
@@ -280,14 +327,27 @@ function parseValue(text) {
   try { return JSON.parse(text); } catch (e) { return text; }
 }
 
-function drawFlags(status) {
+function flagButton(cls, label, onClick) {
+  const button = el("button", { class: cls, type: "button" }, label);
+  button.addEventListener("click", onClick);
+  return button;
+}
+
+function drawFlags(status, asOf) {
+  if (asOf !== undefined && asOf < flagsAsOf) return;
   // Only what the table shows decides a redraw: a flags status also carries counters that
   // change on every evaluation, and redrawing then would swap the inputs under the operator.
-  const text = JSON.stringify(status ? flagEntries(status).map(([n, i]) => [n, shown(i)]) : status);
+  const store = status && typeof status.writes_to === "string" ? status.writes_to : null;
+  const text = JSON.stringify(status ? [store, flagEntries(status).map(([n, i]) => [n, shown(i), i && i.source, i && i.version])] : status);
   const box = $("flags");
   // Redrawing would throw away what an operator is typing.
   if (text === lastFlags || box.contains(document.activeElement)) return;
   lastFlags = text;
+  flagStore = store;
+  $("flag-store").textContent = !status ? "" : store
+    ? `changes are written to ${store}: every process sees them`
+    : "changes are overrides in this process only";
+  $("flag-store").dataset.store = store || "";
   const entries = status ? flagEntries(status) : [];
   if (!entries.length) {
     box.replaceChildren(el("p", { class: "empty" }, status && status.error ? status.error : "no flags"));
@@ -295,17 +355,26 @@ function drawFlags(status) {
   }
   const rows = entries.map(([name, info]) => {
     const input = el("input", { class: "flag-value", value: JSON.stringify(shown(info)) });
-    const set = el("button", { class: "flag-set", type: "button" }, "set");
-    set.addEventListener("click", () => changeFlag(name, "POST", parseValue(input.value)));
-    const clear = el("button", { class: "flag-clear", type: "button" }, "clear");
-    clear.addEventListener("click", () => changeFlag(name, "DELETE"));
+    const controls = [input, flagButton("flag-set", "set", () => changeFlag(name, info, "set", input.value))];
+    if (store) {
+      controls.push(flagButton("flag-delete", "delete", () => {
+        // Every process loses the flag at once: one click must not be enough.
+        if (window.confirm(`Delete ${name} from ${store}? Every process falls back to its other sources.`)) {
+          changeFlag(name, info, "delete");
+        }
+      }));
+      if (info && info.overridden) controls.push(flagButton("flag-clear", "clear override", () => changeFlag(name, info, "clear")));
+    } else {
+      controls.push(flagButton("flag-clear", "clear", () => changeFlag(name, info, "clear")));
+    }
     return el("tr", { "data-flag": name },
       el("td", {}, name),
       el("td", { class: "flag-current" }, JSON.stringify(shown(info))),
-      el("td", {}, input, set, clear));
+      el("td", { class: "flag-source" }, info && info.source ? info.source : "–"),
+      el("td", {}, ...controls));
   });
   box.replaceChildren(el("table", {},
-    el("thead", {}, el("tr", {}, el("th", {}, "flag"), el("th", {}, "value"), el("th", {}, "change"))),
+    el("thead", {}, el("tr", {}, el("th", {}, "flag"), el("th", {}, "value"), el("th", {}, "from"), el("th", {}, "change"))),
     el("tbody", {}, ...rows)));
 }
 
@@ -313,7 +382,7 @@ function onState(state) {
   drawCircuits(state.circuits);
   drawPools(state.pools);
   drawCaches(state.caches);
-  drawFlags(state.flags);
+  drawFlags(state.flags, state.time);
   $("updated").textContent = `updated ${new Date(state.time * 1000).toLocaleTimeString()}`;
 }
 

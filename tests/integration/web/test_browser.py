@@ -20,9 +20,11 @@ pytestmark = pytest.mark.integration
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from resilience.flags import Flags, InMemorySource  # noqa: E402
+from resilience.flags import EtcdSource, Flags, InMemorySource  # noqa: E402
+from tests.integration.flags.etcd_support import EtcdCluster, cluster  # noqa: E402
 
 TOKEN = "let-me-in"
 
@@ -140,9 +142,93 @@ def test_dashboard_shows_outage_recovery_and_flips_a_flag(
     driver.find_element(By.CSS_SELECTOR, f"{row} .flag-set").click()
     wait.until(lambda d: _flag_message(d)[0] == "ok")
     assert flags.enabled("kill-recommendations") is True  # the real Flags took the override
+    # no writable source: the page says the change stayed in this process
+    assert _read(driver, "#flag-store") == "changes are overrides in this process only"
+    message = driver.find_element(By.ID, "flag-message")
+    assert message.get_attribute("data-target") == "override"
+    assert "in this process only (override)" in message.text
     wait.until(lambda d: _read(d, f"{row} .flag-current") == "true")
     shot = tmp_path / "dashboard.png"
     assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 0
+
+
+@pytest.fixture(scope="module")
+def etcd() -> Iterator[EtcdCluster]:
+    with cluster(1) as c:
+        yield c
+
+
+def test_a_flag_flipped_from_the_page_lands_in_etcd(
+    etcd: EtcdCluster, fresh_registry: Registry, browser: Any, tmp_path: Path
+) -> None:
+    prefix = f"/web2-browser-{free_port()}/flags/"
+    src = EtcdSource(etcd.endpoints, prefix, check_interval=0.2)
+    flags = Flags(InMemorySource({"kill-recommendations": {"on": False}}), src)
+    assert flags.ready(10)
+    driver = browser
+    wait = WebDriverWait(driver, 10, poll_frequency=0.1)
+    row = '[data-flag="kill-recommendations"]'
+    try:
+        with serve_admin(port=free_port(), flags=flags, token=TOKEN, interval=0.2) as server:
+            driver.get(server.url)
+            # the page says where its changes go before anyone makes one
+            wait.until(lambda d: _read(d, "#flag-store", "textContent") or "")
+            assert src.name in (_read(driver, "#flag-store") or "")
+            assert _read(driver, f"{row} .flag-source") == "memory"
+            driver.find_element(By.ID, "token").send_keys(TOKEN)
+            value = driver.find_element(By.CSS_SELECTOR, f"{row} .flag-value")
+            value.clear()
+            value.send_keys("true")
+            driver.find_element(By.CSS_SELECTOR, f"{row} .flag-set").click()
+            wait.until(lambda d: _flag_message(d)[0] == "ok")
+
+            spec, revision = src.get("kill-recommendations")
+            assert spec == {"on": True} and revision > 0  # in etcd, for every process
+            assert [(h.who, h.action) for h in src.history("kill-recommendations")] == [
+                ("dashboard", "write")
+            ]
+            assert flags.enabled("kill-recommendations") is True and flags.overrides() == {}
+            # the page says where it went
+            message = driver.find_element(By.ID, "flag-message")
+            assert message.get_attribute("data-target") == src.name
+            assert message.get_attribute("data-revision") == str(revision)
+            assert f"in {src.name}, revision {revision}: every process sees it" in message.text
+            wait.until(lambda d: _read(d, f"{row} .flag-source") == src.name)
+            assert _read(driver, f"{row} .flag-current") == "true"
+            driver.save_screenshot(str(tmp_path / "dashboard-etcd.png"))
+
+            # Another operator changes it while this one is typing: the page does not redraw
+            # under them, and their stale change is refused, not written over the other's.
+            value = driver.find_element(By.CSS_SELECTOR, f"{row} .flag-value")
+            value.click()
+            other = EtcdSource(etcd.endpoints, prefix)
+            now = other.write("kill-recommendations", {"on": False}, actor="bob").revision
+            assert src.wait_revision(now, 10)
+            # typed over, as a person does (WebDriver's clear() would blur the field)
+            value.send_keys(Keys.CONTROL, "a")
+            value.send_keys("true")
+            driver.find_element(By.CSS_SELECTOR, f"{row} .flag-set").click()
+            wait.until(lambda d: _flag_message(d)[0] == "error")
+            assert "409" in _flag_message(driver)[1]
+            assert src.get("kill-recommendations") == ({"on": False}, now)
+            wait.until(lambda d: _read(d, f"{row} .flag-current") == "false")
+
+            # delete asks first (every process loses the flag); declined, nothing happens
+            driver.find_element(By.CSS_SELECTOR, f"{row} .flag-delete").click()
+            wait.until(lambda d: d.switch_to.alert)
+            assert "Every process" in driver.switch_to.alert.text
+            driver.switch_to.alert.dismiss()
+            assert src.get("kill-recommendations") == ({"on": False}, now)
+            # accepted: gone from etcd, the built-in default shows through
+            driver.find_element(By.CSS_SELECTOR, f"{row} .flag-delete").click()
+            wait.until(lambda d: d.switch_to.alert)
+            driver.switch_to.alert.accept()
+            wait.until(lambda d: _flag_message(d)[0] == "ok")
+            assert "deleted" in _flag_message(driver)[1]
+            assert src.get("kill-recommendations") == (None, 0)
+            wait.until(lambda d: _read(d, f"{row} .flag-source") == "memory")
+    finally:
+        flags.close()
 
 
 class _ZonedCache:

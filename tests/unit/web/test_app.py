@@ -14,24 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from resilience.circuit import Registry
 from resilience.errors import ConfigError
+from resilience.flags import Flags, InMemorySource
 from resilience.web import admin_app
-
-
-class FakeFlags:
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {"kill-recs": {"on": False}}
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.values
-
-    def status(self) -> dict[str, Any]:
-        return {"flags": self.values}
-
-    def set(self, name: str, value: Any) -> None:
-        self.values[name] = {"on": value, "override": True}
-
-    def clear(self, name: str) -> None:
-        self.values[name] = {"on": False}
 
 
 async def _client(app: web.Application) -> TestClient[Any, Any]:
@@ -40,13 +24,18 @@ async def _client(app: web.Application) -> TestClient[Any, Any]:
     return client
 
 
-@pytest.fixture
-async def flags() -> FakeFlags:
-    return FakeFlags()
+def _flags(registry: Registry) -> Flags:
+    return Flags(InMemorySource({"kill-recs": {"on": False}}), registry=registry)
 
 
 @pytest.fixture
-async def client(fresh_registry: Registry, flags: FakeFlags) -> AsyncIterator[TestClient[Any, Any]]:
+async def flags(fresh_registry: Registry) -> AsyncIterator[Flags]:
+    with _flags(fresh_registry) as flags:
+        yield flags
+
+
+@pytest.fixture
+async def client(fresh_registry: Registry, flags: Flags) -> AsyncIterator[TestClient[Any, Any]]:
     fresh_registry.dependency("ratings", isolation="semaphore").call(lambda: 1)
     c = await _client(admin_app(flags=flags, token="s3cret", interval=0.05, max_stream_clients=5))
     yield c
@@ -69,7 +58,7 @@ async def test_metrics_parse_with_prometheus_parser(client: TestClient[Any, Any]
 async def test_state_circuits_and_dependencies(client: TestClient[Any, Any]) -> None:
     state = await (await client.get("/state")).json()
     assert [c["name"] for c in state["circuits"]] == ["ratings"]
-    assert state["flags"]["flags"]["kill-recs"] == {"on": False}
+    assert state["flags"]["flags"]["kill-recs"]["spec"] == {"on": False}
     assert (await (await client.get("/dependencies")).json()) == {"dependencies": ["ratings"]}
     one = await (await client.get("/circuits/ratings")).json()
     assert one["counts"]["success"] == 1
@@ -79,7 +68,7 @@ async def test_state_circuits_and_dependencies(client: TestClient[Any, Any]) -> 
     assert (await client.get("/static/dashboard.js")).status == 200
 
 
-async def test_flag_writes_need_the_token(client: TestClient[Any, Any], flags: FakeFlags) -> None:
+async def test_flag_writes_need_the_token(client: TestClient[Any, Any], flags: Flags) -> None:
     body = json.dumps({"value": True})
     resp = await client.post("/flags/kill-recs", data=body)
     assert resp.status == 401 and resp.headers["WWW-Authenticate"] == "Bearer"
@@ -89,29 +78,77 @@ async def test_flag_writes_need_the_token(client: TestClient[Any, Any], flags: F
     assert resp.status == 401
     # a token in the query string is for reads only (EventSource), never for writes
     assert (await client.post("/flags/kill-recs?access_token=s3cret", data=body)).status == 401
-    assert flags.values["kill-recs"] == {"on": False}
+    assert flags.enabled("kill-recs") is False and flags.overrides() == {}
     auth = {"Authorization": "Bearer s3cret"}
     resp = await client.post("/flags/kill-recs", data=body, headers=auth)
     assert resp.status == 200
-    assert flags.values["kill-recs"] == {"on": True, "override": True}
-    assert (await resp.json())["flags"]["kill-recs"]["on"] is True
+    assert flags.enabled("kill-recs") is True and set(flags.overrides()) == {"kill-recs"}
+    answer = await resp.json()
+    assert answer["flags"]["kill-recs"]["value"] is True
+    # no writable source: an override in this process, and the answer says so
+    assert (answer["target"], answer["revision"], answer["action"]) == ("override", None, "set")
+    assert answer["writes_to"] is None and answer["overrides"] == ["kill-recs"]
     assert (await client.post("/flags/kill-recs", data="[1]", headers=auth)).status == 400
-    assert (await client.delete("/flags/kill-recs", headers=auth)).status == 200
-    assert flags.values["kill-recs"] == {"on": False}
+    resp = await client.delete("/flags/kill-recs", headers=auth)
+    assert resp.status == 200
+    answer = await resp.json()
+    assert (answer["target"], answer["action"], answer["changed"]) == ("override", "clear", True)
+    assert flags.enabled("kill-recs") is False and flags.overrides() == {}
+    resp = await client.delete("/flags/kill-recs", headers=auth)  # nothing left to clear
+    assert resp.status == 200 and (await resp.json())["changed"] is False
+
+
+async def test_flag_refusals_are_json_and_change_nothing(
+    client: TestClient[Any, Any], flags: Flags
+) -> None:
+    auth = {"Authorization": "Bearer s3cret"}
+    for body, words in (
+        ({"value": "yes"}, "kill-recs"),  # a switch takes true/false
+        ({"flag": {"on": True, "rollout": 2}}, "rollout"),
+        ({"value": True, "flag": {"on": True}}, "value"),
+        ({"value": True, "colour": "red"}, "only"),
+        ({"value": True, "revision": "x"}, "revision"),
+    ):
+        resp = await client.post("/flags/kill-recs", json=body, headers=auth)
+        assert resp.status == 400, body
+        answer = await resp.json()
+        assert answer["status"] == 400 and words in answer["error"], answer
+    # asking for the fleet-wide store when there is none is refused, not quietly an override
+    resp = await client.post("/flags/kill-recs?target=source", json={"value": True}, headers=auth)
+    assert resp.status == 400 and "writable" in (await resp.json())["error"]
+    resp = await client.post(
+        "/flags/kill-recs?target=elsewhere", json={"value": True}, headers=auth
+    )
+    assert resp.status == 400
+    assert flags.enabled("kill-recs") is False and flags.overrides() == {}
+
+
+async def test_a_whole_flag_and_the_actor_header(
+    client: TestClient[Any, Any], flags: Flags, caplog: pytest.LogCaptureFixture
+) -> None:
+    headers = {"Authorization": "Bearer s3cret", "X-Resilience-Actor": "alice"}
+    body = {"flag": {"on": True, "rollout": 0.25}}
+    with caplog.at_level("INFO", logger="resilience.flags.admin"):
+        resp = await client.post("/flags/kill-recs", json=body, headers=headers)
+    assert resp.status == 200
+    assert flags.get("kill-recs").rollout == 0.25  # type: ignore[union-attr]
+    assert any("alice" in r.getMessage() and "kill-recs" in r.getMessage() for r in caplog.records)
 
 
 async def test_unknown_flag_is_404_unless_created(
-    client: TestClient[Any, Any], flags: FakeFlags
+    client: TestClient[Any, Any], flags: Flags
 ) -> None:
     auth = {"Authorization": "Bearer s3cret"}
     resp = await client.post("/flags/kill-rec", json={"value": True}, headers=auth)  # a typo
     assert resp.status == 404 and "create" in await resp.text()
-    assert "kill-rec" not in flags.values
+    assert "kill-rec" not in flags
     assert (await client.delete("/flags/kill-rec", headers=auth)).status == 404
     resp = await client.post(
         "/flags/new-ranking", json={"value": True, "create": True}, headers=auth
     )
-    assert resp.status == 200 and flags.values["new-ranking"]["on"] is True
+    assert resp.status == 200 and flags.enabled("new-ranking") is True
+    resp = await client.post("/flags/other?create=1", json={"value": 3}, headers=auth)
+    assert resp.status == 200 and flags.value("other", 0) == 3
 
 
 async def test_force_circuit_needs_the_token(
@@ -128,7 +165,7 @@ async def test_force_circuit_needs_the_token(
 
 
 async def test_writes_disabled_without_a_token(fresh_registry: Registry) -> None:
-    c = await _client(admin_app(flags=FakeFlags()))
+    c = await _client(admin_app(flags=_flags(fresh_registry)))
     try:
         resp = await c.post(
             "/flags/kill-recs", json={"value": True}, headers={"Authorization": "Bearer x"}

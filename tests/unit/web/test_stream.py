@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from resilience.circuit import Registry
+from resilience.flags import Flags, InMemorySource
 from resilience.web import admin_app
 
 TOKEN = "s3cret"
@@ -44,23 +45,6 @@ class CountingCache:
         }
 
 
-class RecordingFlags:
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.values
-
-    def status(self) -> dict[str, Any]:
-        return {"flags": dict(self.values)}
-
-    def set(self, name: str, value: Any) -> None:
-        self.values[name] = value
-
-    def clear(self, name: str) -> None:
-        self.values.pop(name, None)
-
-
 async def _client(app: web.Application) -> TestClient[Any, Any]:
     client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
@@ -73,13 +57,14 @@ async def cache() -> CountingCache:
 
 
 @pytest.fixture
-async def flags() -> RecordingFlags:
-    return RecordingFlags()
+async def flags(fresh_registry: Registry) -> AsyncIterator[Flags]:
+    with Flags(InMemorySource({"x": {"on": False}}), registry=fresh_registry) as flags:
+        yield flags
 
 
 @pytest.fixture
 async def client(
-    fresh_registry: Registry, cache: CountingCache, flags: RecordingFlags
+    fresh_registry: Registry, cache: CountingCache, flags: Flags
 ) -> AsyncIterator[TestClient[Any, Any]]:
     fresh_registry.dependency("ratings", isolation="semaphore").call(lambda: 1)
     app = admin_app(caches=[cache], flags=flags, token=TOKEN, interval=0.05, max_stream_clients=5)
@@ -160,14 +145,14 @@ async def test_protected_read_with_non_utf8_token_is_401(fresh_registry: Registr
 async def test_bad_bodies_on_authorised_writes_are_400(
     client: TestClient[Any, Any],
     fresh_registry: Registry,
-    flags: RecordingFlags,
+    flags: Flags,
     body: bytes,
     path: str,
 ) -> None:
     resp = await client.post(path, data=body, headers=AUTH)
     assert resp.status == 400, await resp.text()
     assert fresh_registry.dependency("ratings").state.value == "closed"
-    assert flags.values == {}
+    assert flags.overrides() == {} and flags.enabled("x") is False
 
 
 async def test_strings_do_not_count_as_nesting(
