@@ -53,11 +53,13 @@ class NetworkErrors:
     HTTP error statuses are not exceptions here: retry those with ``on_result`` or a predicate.
     """
 
-    _cache: ClassVar[dict[tuple[bool, ...], tuple[type[BaseException], ...]]] = {}
+    # Keyed by the client modules themselves (None: not imported), so a module that is
+    # replaced in sys.modules (reloaded, or faked in a test) is read again.
+    _cache: ClassVar[dict[tuple[object, ...], tuple[type[BaseException], ...]]] = {}
 
     def types(self) -> tuple[type[BaseException], ...]:
         """The exception types retried now (depends on which clients are imported)."""
-        loaded = tuple(name in sys.modules for name in _CLIENT_ERRORS)
+        loaded = tuple(sys.modules.get(name) for name in _CLIENT_ERRORS)
         found = self._cache.get(loaded)
         if found is None:
             types: list[type[BaseException]] = [ConnectionError, TimeoutError]
