@@ -293,3 +293,15 @@ def test_run_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> Non
         after = text.split(option, 2)[-1]
         assert "default" in after.split(" --", 1)[0], option
     assert "(default: 0.1)" in text  # the tagged share is small by default
+
+
+def test_one_pause_of_the_machine_is_not_a_leak_but_a_slow_few_percent_is() -> None:
+    check = LeakCheck(error_ratio=0.05, p99_factor=2.0, p99_slack_seconds=0.1, min_requests=10)
+    base = [ok("baseline", 0.01)] * 20
+    # 90 control requests, one of them caught behind a 120 ms pause: its p99 is that sample.
+    paused = [ok("control", 0.011)] * 89 + [ok("control", 0.124)]
+    assert check.judge(base, paused)["leaked"] is False
+    # The same 90 with 6 slowed by the experiment (about 7%): more than noise explains.
+    leaking = [ok("control", 0.011)] * 84 + [ok("control", 0.5)] * 6
+    verdict = check.judge(base, leaking)
+    assert verdict["leaked"] and "6 of 90 control requests slower" in verdict["reasons"][0]
