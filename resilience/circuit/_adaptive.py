@@ -218,6 +218,26 @@ class AdaptiveLimiter:
     def waiting(self) -> int:
         return len(self._waiters)
 
+    # The ConcurrencyLimit protocol of the pipeline's concurrency-limit step (``_bulkhead``).
+    @property
+    def wait(self) -> float:
+        """Seconds a call may wait for a permit (the config's ``wait``)."""
+        return self.config.wait
+
+    @property
+    def in_use(self) -> int:
+        return self._inflight
+
+    def acquire(self, max_wait: float) -> bool:
+        """``acquire_sync`` under the protocol's name (a thread waits at most ``max_wait``)."""
+        return self.acquire_sync(max_wait) if max_wait > 0 else self.try_acquire()
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: no call of the parent is in flight nor waiting there."""
+        self._lock = threading.Lock()
+        self._inflight = 0
+        self._waiters.clear()
+
     @property
     def algorithm(self) -> Algorithm:
         return self._algorithm

@@ -1,8 +1,9 @@
 """A dependency: what every call to one named dependency shares.
 
 One ``Dependency`` per key holds the policy, the breaker, the rolling window, the limits (the
-semaphore permits, the thread pool, and the slots for a rate limiter, an adaptive concurrency
-limit and a retry budget) and the per-loop coroutine deadlines. Calls run through it in the
+semaphore permits, the thread pool, an adaptive concurrency limit and a token bucket when the
+policy asks for them), the retry and hedge budgets shared by its call sites, the experiments
+touching it (``_shadow``) and the per-loop coroutine deadlines. Calls run through it in the
 pipeline of ``_sync`` / ``_async``; ``Recorder`` (``_record``) records what they end in.
 """
 
@@ -19,26 +20,32 @@ from typing import Any, TypeVar
 
 import attrs
 
-from ..context import FIT
-from ..errors import CallTimeoutError, ConfigError
-from ._breaker import REJECT, RUN, Breaker, State
+from ..errors import ConfigError
+from ._adaptive import AdaptiveLimiter
+from ._breaker import Breaker, State
+from ._budget import RetryAccount, RetryBudget
 from ._bulkhead import ConcurrencyLimit, Permits, ThreadBulkhead
 from ._fallback import MISSING
 from ._guard import Guard
+from ._hedge import Hedge, HedgeThrottle
 from ._policy import Policy
+from ._ratelimit import TokenBucket
 from ._record import Listener, Recorder
-from ._retry import Retry, RetryBudgetState
-from ._throttle import TokenBucket
+from ._retry import Retry
+from ._shadow import Experiments
+from ._ticket import Ticket, begin
 from ._timeout import Deadlines
 from ._window import RETRIED, RollingWindow
 
-__all__ = ["Dependency", "Listener", "Ticket"]
+__all__ = ["HEDGE_OUTCOMES", "Dependency", "Listener", "Ticket"]
 
 T = TypeVar("T")
 
 _CLOSED = State.CLOSED
 PROBATION_CALLS = 100
 LOOP_CHECK_AFTER = 0.0001  # seconds: a shorter sync call cannot hold an event loop up
+HEDGE_OUTCOMES = ("sent", "won", "budget_exhausted")  # resilience_hedges_total's outcomes
+P95_EVERY = 1.0  # seconds between reads of the observed p95 (a hedge's adaptive delay)
 
 
 def _is_coroutine_function(fn: Any) -> bool:
@@ -80,11 +87,19 @@ class Dependency(Recorder):
         self.window = RollingWindow(policy.window, policy.buckets, clock, policy.slow_call_duration)
         self.breaker = Breaker(name, policy, self.window, self._emit, self._refresh)
         self.permits = Permits(policy.max_concurrent)
-        # Pipeline slots (rate limit, adaptive concurrency limit, retry budget): see
-        # _throttle, _bulkhead and _retry for the protocols.
+        # Load control, from the policy (_build_limits): the concurrency limit coroutines and
+        # semaphore calls take (the permits, or an adaptive limit that the pool follows too),
+        # the token bucket, and the budgets shared by call sites (by their config).
         self._limiter: ConcurrencyLimit = self.permits
+        self.adaptive: AdaptiveLimiter | None = None
         self._rate_limiter: TokenBucket | None = None
-        self._retry_budget: RetryBudgetState | None = None
+        self._budgets: dict[RetryBudget, RetryAccount] = {}
+        self._throttles: dict[Hedge, HedgeThrottle] = {}
+        self._hedges = [0, 0, 0]  # per HEDGE_OUTCOMES
+        self._p95: float | None = None
+        self._p95_at = float("-inf")
+        self._slots_lock = threading.Lock()
+        self.experiments = Experiments()
         self._pool: ThreadBulkhead | None = None
         self._pool_lock = threading.Lock()
         self._dl_loop: asyncio.AbstractEventLoop | None = None
@@ -94,7 +109,7 @@ class Dependency(Recorder):
         self._probation = PROBATION_CALLS
         self.lane = True
         self.fast_limit = 0.0
-        self._refresh()
+        self._build_limits(None)
         self.window.peak_probe = self._take_peak
         self._default_guard = Guard(self)
         _live.add(self)
@@ -130,9 +145,13 @@ class Dependency(Recorder):
         ignore: Any = (),
         retry: Retry | None = None,
         deadline: float | None = None,
+        hedge: Hedge | None = None,
     ) -> Guard:
-        """A call site's view of this dependency: fallback, ignored errors, retry, deadline."""
-        return Guard(self, fallback=fallback, ignore=ignore, retry=retry, deadline=deadline)
+        """A call site's view of this dependency: fallback, ignored errors, retry, deadline,
+        hedge."""
+        return Guard(
+            self, fallback=fallback, ignore=ignore, retry=retry, deadline=deadline, hedge=hedge
+        )
 
     def begin(self) -> Ticket:
         """Admit one call that the caller runs itself, outside ``call``/``acall``.
@@ -146,28 +165,7 @@ class Dependency(Recorder):
         ``success()``, ``failure(exc)``, ``timeout()`` or ``cancel()``, and enforces
         ``policy.timeout`` itself (socket timeouts).
         """
-        fault = None
-        fit = FIT.get()
-        if fit is not None:
-            fault = fit.fault_for(self.name)
-        clock = self._clock
-        decision = RUN
-        if self.breaker.state is not _CLOSED:
-            decision = self.breaker.acquire(clock())
-            if decision == REJECT:
-                raise self._short_circuit(clock())
-        try:
-            bucket = self._rate_limiter
-            if bucket is not None:
-                delay = bucket.try_take(clock())
-                if delay > 0.0:
-                    raise self._rate_limited(delay)
-            if not self._limiter.try_acquire():
-                raise self._reject(decision, self._limiter.limit)
-        except BaseException:
-            self.breaker.release(decision)
-            raise
-        return Ticket(self, decision, clock(), fault)
+        return begin(self)
 
     @property
     def state(self) -> State:
@@ -188,9 +186,53 @@ class Dependency(Recorder):
         (coroutines and semaphore calls holding permits, plus pool workers running a call)."""
         return self.window.peak()
 
-    def retry_budget(self, retry: Retry) -> RetryBudgetState | None:
-        """The retry budget that callers retrying with ``retry`` share (None: unlimited)."""
-        return self._retry_budget
+    def retry_budget(self, retry: Retry) -> RetryAccount | None:
+        """The retry budget that callers retrying with ``retry`` share: one per budget config
+        per key, so every call site with the default budget shares one (None: unlimited)."""
+        config = retry.budget
+        if config is None:
+            return None
+        account = self._budgets.get(config)
+        if account is None:
+            with self._slots_lock:
+                account = self._budgets.setdefault(config, RetryAccount(config))
+        return account
+
+    def hedge_throttle(self, hedge: Hedge) -> HedgeThrottle:
+        """The hedge budget that callers hedging with ``hedge`` share."""
+        throttle = self._throttles.get(hedge)
+        if throttle is None:
+            with self._slots_lock:
+                throttle = self._throttles.setdefault(hedge, HedgeThrottle(hedge))
+        return throttle
+
+    def observed_p95(self) -> float | None:
+        """The p95 latency of calls in the rolling window (None before any), re-read at most
+        every ``P95_EVERY`` seconds: the adaptive delay of a hedge."""
+        now = self._clock()
+        if now - self._p95_at >= P95_EVERY:
+            self._p95_at = now
+            if self.window.rates(now)[0]:
+                self._p95 = self.window.percentiles((0.95,), now)[0]
+            else:
+                self._p95 = None
+        return self._p95
+
+    def experiment_state(self, recipe: str) -> State | None:
+        """The state of the circuit an experiment (FIT recipe ``recipe``) sees for this
+        dependency, or None while no tagged call of it is remembered (see ``_shadow``)."""
+        shadow = self.experiments.get(recipe)
+        return None if shadow is None else shadow.breaker.state
+
+    def _hedge_event(self, event: str) -> None:
+        i = HEDGE_OUTCOMES.index(event)
+        with self._slots_lock:
+            self._hedges[i] += 1
+
+    def hedge_counts(self) -> dict[str, int]:
+        """Hedges sent, won, and not sent for an exhausted budget, since the start."""
+        with self._slots_lock:
+            return dict(zip(HEDGE_OUTCOMES, self._hedges, strict=True))
 
     def on_state_change(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(StateChange)`` on every transition; returns its remover."""
@@ -217,6 +259,7 @@ class Dependency(Recorder):
         if new.isolation != self.policy.isolation:
             raise ConfigError("isolation", "cannot change at runtime")
         old, self.policy = self.policy, new
+        self._build_limits(old)
         if (old.window, old.buckets, old.slow_call_duration) != (
             new.window,
             new.buckets,
@@ -239,7 +282,7 @@ class Dependency(Recorder):
         with self._pool_lock:
             if self._pool is None and policy.isolation != self.policy.isolation:
                 self.policy = attrs.evolve(self.policy, isolation=policy.isolation)
-        self.update_policy(**attrs.asdict(policy))
+        self.update_policy(**attrs.asdict(policy, recurse=False))
         self.declared_policy = policy
         self.declared = True
 
@@ -256,6 +299,14 @@ class Dependency(Recorder):
         self._clock = clock
         self.window._clock = clock
         self.window.resize(self.policy.window, self.policy.buckets, self.policy.slow_call_duration)
+        # Budgets, buckets and experiments keep times of the old clock: start them afresh.
+        with self._slots_lock:
+            self._budgets = {}
+            self._throttles = {}
+        self._p95_at = float("-inf")
+        self.experiments.clear()
+        if self.policy.rate_limit is not None:
+            self.rate_limiter = TokenBucket(self.policy.rate_limit, clock)
         if sleep is None:
             self._sleep, self._asleep = time.sleep, asyncio.sleep
         else:
@@ -287,6 +338,20 @@ class Dependency(Recorder):
     @rate_limiter.setter
     def rate_limiter(self, bucket: TokenBucket | None) -> None:
         self._rate_limiter = bucket
+        self._refresh()
+
+    def _build_limits(self, old: Policy | None) -> None:
+        """Make the adaptive limit and the token bucket the policy asks for (again, if its
+        ``limit`` or ``rate_limit`` changed); calls admitted before keep what admitted them."""
+        new = self.policy
+        if old is None or old.limit != new.limit:
+            self.adaptive = None if new.limit is None else AdaptiveLimiter(new.limit)
+            self._limiter = self.adaptive if self.adaptive is not None else self.permits
+            if self._pool is not None:
+                self._pool.follow(self.adaptive)
+        if old is None or old.rate_limit != new.rate_limit:
+            bucket = None if new.rate_limit is None else TokenBucket(new.rate_limit, self._clock)
+            self._rate_limiter = bucket
         self._refresh()
 
     def _refresh(self) -> None:
@@ -328,6 +393,8 @@ class Dependency(Recorder):
             if self._pool is None:
                 p = self.policy
                 self._pool = ThreadBulkhead(self.name, p.pool_size, p.queue_size)
+                if self.adaptive is not None:
+                    self._pool.follow(self.adaptive)
             return self._pool
 
     def _deadlines_for(self, loop: asyncio.AbstractEventLoop) -> Deadlines:
@@ -344,6 +411,10 @@ class Dependency(Recorder):
         # In a forked child only the forking thread exists: calls other threads had in flight
         # never finish there, so their permits, trial slots and held locks are dropped.
         self.permits.reset_after_fork()
+        if self.adaptive is not None:
+            self.adaptive.reset_after_fork()
+        self.experiments.clear()
+        self._slots_lock = threading.Lock()
         self._pool_lock = threading.Lock()
         self._deadlines.clear()
         self._dl_loop = self._dl = None
@@ -361,43 +432,3 @@ def _reset_after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
-
-
-class Ticket:
-    """One call admitted by ``Dependency.begin``; end it exactly once."""
-
-    __slots__ = ("_decision", "_dependency", "_ended", "_start", "fault")
-
-    def __init__(self, dependency: Dependency, decision: int, start: float, fault: Any) -> None:
-        self._dependency = dependency
-        self._decision = decision
-        self._start = start
-        self._ended = False
-        self.fault = fault
-
-    def _end(self, dropped: bool) -> tuple[Dependency, float, float]:
-        if self._ended:
-            raise RuntimeError("a Ticket is ended exactly once")
-        self._ended = True
-        dep = self._dependency
-        now = dep._clock()
-        dep._limiter.release(now - self._start, dropped)
-        return dep, now - self._start, now
-
-    def success(self) -> None:
-        dep, latency, now = self._end(False)
-        dep._success(self._decision, latency, now)
-
-    def failure(self, error: Exception, ignore: tuple[type[BaseException], ...] = ()) -> None:
-        dep, latency, now = self._end(not (ignore and isinstance(error, ignore)))
-        dep._failed(self._decision, error, latency, now, ignore)
-
-    def timeout(self) -> CallTimeoutError:
-        """Record a timeout; returns the ``CallTimeoutError`` to raise."""
-        dep, latency, now = self._end(True)
-        return dep._timeout(self._decision, latency, now)
-
-    def cancel(self) -> None:
-        """The call never ran (the caller gave up before sending): record nothing."""
-        dep, _, _ = self._end(False)
-        dep.breaker.release(self._decision)
