@@ -260,7 +260,7 @@ def circuit_families(reg: Registry) -> list[Any]:
         concurrent.add_metric([name], dep.limiter.in_use)
         bucket = dep.rate_limiter
         if bucket is not None:
-            tokens.add_metric([name], bucket.available(dep._clock()))
+            tokens.add_metric([name], bucket.available(bucket.clock()))
         for outcome, n in dep.hedge_counts().items():
             hedges.add_metric([name, outcome], n)
         for (recipe, outcome), n in sorted(dep.experiments.counts().items()):
