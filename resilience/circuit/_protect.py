@@ -57,6 +57,15 @@ def unknown_keyword(name: str, value: Any) -> ConfigError:
     )
 
 
+class _Protected(wrapt.FunctionWrapper):  # type: ignore[misc]
+    """A wrapt wrapper carrying its guard: attributes set on a plain wrapper would be set on the
+    wrapped object (a bound method refuses them)."""
+
+    @property
+    def __resilience_guard__(self) -> Guard:
+        return self._self_guard  # type: ignore[no-any-return]
+
+
 def protect(
     name: str,
     *,
@@ -138,7 +147,9 @@ def protect(
         else:
             # Bound methods, classmethod/staticmethod objects, callable instances, partials:
             # wrapt's FunctionWrapper binds them correctly and keeps their identity.
-            wrapper = wrapt.FunctionWrapper(fn, guard.acall if is_async else guard.call)
+            wrapper = _Protected(fn, guard.acall if is_async else guard.call)
+            wrapper._self_guard = guard
+            return wrapper  # type: ignore[no-any-return]
         wrapper.__resilience_guard__ = guard
         return wrapper  # type: ignore[no-any-return]
 

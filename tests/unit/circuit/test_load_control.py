@@ -347,3 +347,13 @@ def test_testing_helpers_use_the_registry_they_are_given_even_an_empty_one() -> 
         assert dep._clock is clock
     with rtesting.forced("svc", "open", reg=Registry()):
         assert registry().get("svc") is None
+
+
+def test_a_bound_method_can_be_protected_and_keeps_its_guard() -> None:
+    class Client:
+        def fetch(self, x: int) -> int:
+            return 2 * x
+
+    fn = protect("svc", isolation="semaphore")(Client().fetch)
+    assert fn(21) == 42
+    assert fn.__resilience_guard__.dependency is registry().dependency("svc")  # type: ignore[attr-defined]
