@@ -57,7 +57,7 @@ def unknown_keyword(name: str, value: Any) -> ConfigError:
     )
 
 
-class _Protected(wrapt.FunctionWrapper):  # type: ignore[misc]
+class _Protected(wrapt.FunctionWrapper):  # type: ignore[type-arg]
     """A wrapt wrapper carrying its guard: attributes set on a plain wrapper would be set on the
     wrapped object (a bound method refuses them)."""
 
