@@ -45,7 +45,8 @@ _CLOSED = State.CLOSED
 PROBATION_CALLS = 100
 LOOP_CHECK_AFTER = 0.0001  # seconds: a shorter sync call cannot hold an event loop up
 HEDGE_OUTCOMES = ("sent", "won", "budget_exhausted")  # resilience_hedges_total's outcomes
-P95_EVERY = 1.0  # seconds between reads of the observed p95 (a hedge's adaptive delay)
+P95_EVERY = 0.1  # seconds between reads of the observed p95 (a hedge's adaptive delay): ~70 us
+P95_MIN_CALLS = 20  # calls in the window before their p95 is trusted
 
 
 def _is_coroutine_function(fn: Any) -> bool:
@@ -108,6 +109,7 @@ class Dependency(Recorder):
         self._loop_warned = False
         self._probation = PROBATION_CALLS
         self.lane = True
+        self.rated: TokenBucket | None = None
         self.fast_limit = 0.0
         self._build_limits(None)
         self.window.peak_probe = self._take_peak
@@ -188,15 +190,27 @@ class Dependency(Recorder):
 
     def retry_budget(self, retry: Retry) -> RetryAccount | None:
         """The retry budget that callers retrying with ``retry`` share: one per budget config
-        per key, so every call site with the default budget shares one (None: unlimited)."""
+        per key, so every call site with the default budget shares one (None: unlimited).
+        Every caller call of the key deposits (Finagle deposits per request; here the calls
+        are counted from the rolling window, so the deposit costs a call nothing)."""
         config = retry.budget
         if config is None:
             return None
         account = self._budgets.get(config)
         if account is None:
             with self._slots_lock:
-                account = self._budgets.setdefault(config, RetryAccount(config))
+                account = self._budgets.get(config)
+                if account is None:
+                    # Every caller call of the key deposits, counted from the window as its
+                    # buckets close: a call pays nothing for it.
+                    account = RetryAccount(config, self.window.open_calls)
+                    self._budgets[config] = account
+                    self.window.on_close = self._deposit_calls
         return account
+
+    def _deposit_calls(self, calls: int, now: float) -> None:
+        for account in list(self._budgets.values()):
+            account.deposit_calls(calls, now)
 
     def hedge_throttle(self, hedge: Hedge) -> HedgeThrottle:
         """The hedge budget that callers hedging with ``hedge`` share."""
@@ -207,12 +221,14 @@ class Dependency(Recorder):
         return throttle
 
     def observed_p95(self) -> float | None:
-        """The p95 latency of calls in the rolling window (None before any), re-read at most
-        every ``P95_EVERY`` seconds: the adaptive delay of a hedge."""
+        """The p95 latency of calls in the rolling window (None before ``P95_MIN_CALLS`` of
+        them), re-read at most every ``P95_EVERY`` seconds: the adaptive delay of a hedge.
+        Calls that ran count (the winners of hedged calls; cancelled losers never record)."""
         now = self._clock()
-        if now - self._p95_at >= P95_EVERY:
+        # Until enough calls were seen, look again on every call: hedging starts with data.
+        if self._p95 is None or now - self._p95_at >= P95_EVERY:
             self._p95_at = now
-            if self.window.rates(now)[0]:
+            if self.window.rates(now)[0] >= P95_MIN_CALLS:
                 self._p95 = self.window.percentiles((0.95,), now)[0]
             else:
                 self._p95 = None
@@ -359,12 +375,12 @@ class Dependency(Recorder):
         # bulkhead, no rate limit, first calls made). ``fast_limit``: the latency below which
         # a sync fast-path call is a plain success (neither slow nor past its timeout, nor long
         # enough to matter if it held up an event loop).
-        self.lane = (
-            self.breaker.state is _CLOSED
-            and self._limiter is self.permits
-            and self._rate_limiter is None
-            and self._probation <= 0
+        plain = (
+            self.breaker.state is _CLOSED and self._limiter is self.permits and self._probation <= 0
         )
+        self.lane = plain and self._rate_limiter is None
+        # ``rated``: the same, with a token bucket the fast path takes from itself.
+        self.rated = self._rate_limiter if plain else None
         slow = self.policy.slow_call_duration
         limit = min(self.policy.timeout, LOOP_CHECK_AFTER)
         self.fast_limit = limit if slow is None else min(slow, limit)

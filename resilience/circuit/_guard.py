@@ -107,20 +107,19 @@ class Guard:
         self.throttle: HedgeThrottle | None = (
             None if hedge is None else dependency.hedge_throttle(hedge)
         )
-        # ``plain``: nothing to do when a call starts (no deadline, no budget to pay into, no
-        # hedge). ``fast_ok``: nor after a success (no result to inspect); the decorator's
-        # closed-circuit fast path serves such guards.
-        self.plain = self.deadline is None and self._budget is None and hedge is None
+        # ``plain``: nothing to do when a call starts (no deadline, no hedge budget to pay
+        # into; the retry budget counts calls from the window). ``fast_ok``: nor after a
+        # success (no result to inspect); the decorator's closed-circuit fast path serves such
+        # guards.
+        self.plain = self.deadline is None and hedge is None
         self.fast_ok = self.plain and (self.retry is None or self.retry.on_result is None)
 
     def start(self) -> float | None:
-        """A caller call begins: pay into the retry budget and the hedge budget; its deadline
-        (clock time) or None."""
+        """A caller call begins: pay into the hedge budget; its deadline (clock time) or None.
+        (The retry budget counts the dependency's calls from its window.)"""
         if self.plain:
             return None
         now = self.dependency._clock()
-        if self._budget is not None:
-            self._budget.deposit(now)
         if self.throttle is not None:
             self.throttle.on_call(now)
         return None if self.deadline is None else now + self.deadline

@@ -177,14 +177,21 @@ async def test_the_adaptive_delay_follows_the_observed_p95() -> None:
         async def step(seconds: float) -> None:
             clock.advance(seconds)
 
-        for i in range(100):
-            await dep.acall(step, 0.010 if i < 95 else 0.200)
-        clock.advance(1.0)  # the p95 is re-read at most once a second
+        for _ in range(19):
+            await dep.acall(step, 0.010)
+        assert dep.observed_p95() is None  # too few calls to trust a p95
+        for i in range(81):
+            await dep.acall(step, 0.010 if i < 76 else 0.200)
         p95 = dep.observed_p95()
         assert p95 == pytest.approx(0.010, rel=0.03)
+        for _ in range(10):
+            dep.window.record_call(OUTCOMES.index("success"), 0.200, clock())
+        assert dep.observed_p95() == p95  # kept for P95_EVERY
+        clock.advance(0.1)
+        assert dep.observed_p95() == pytest.approx(0.200, rel=0.03)
         fast = registry().dependency("fast")
-        await fast.acall(step, 0.00001)
-        clock.advance(1.0)
+        for _ in range(20):
+            await fast.acall(step, 0.00001)
         throttle = fast.hedge_throttle(Hedge())
         assert throttle.delay(fast.observed_p95()) == 0.001  # the floor
 
@@ -194,7 +201,7 @@ async def test_a_slow_outlier_is_hedged_after_the_p95_in_real_time() -> None:
     fn = protect("svc", hedge=Hedge(budget=1.0), timeout=2.0)(script.coro)
     for _ in range(40):
         await fn()
-    registry().dependency("svc")._p95_at = float("-inf")  # read the p95 now, not in a second
+    time.sleep(0.1)  # the p95 is re-read at most every 0.1 s
     start = time.monotonic()
     assert await fn() == 42  # attempt 41 was the slow one; 42 raced it after ~5 ms
     assert time.monotonic() - start < 0.3

@@ -204,6 +204,42 @@ def test_a_refused_half_open_trial_gives_its_slot_back() -> None:
     assert dep.state is State.CLOSED
 
 
+def test_the_decorators_fast_path_takes_tokens_too() -> None:
+    ran = []
+    with rtesting.fake_clock() as clock:
+        fn = protect(
+            "svc",
+            isolation="semaphore",
+            fallback="limited",
+            max_concurrent=1,
+            rate_limit=RateLimit(150),
+        )(lambda: ran.append(1) or "ok")
+        results = [fn() for _ in range(200)]  # past the first calls: the fast path serves
+        dep = registry().dependency("svc")
+        assert dep.rated is dep.rate_limiter is not None
+        assert results.count("ok") == len(ran) == 150 and results.count("limited") == 50
+        clock.advance(0.1)  # 15 tokens
+        assert dep.permits.try_take()  # the one permit is busy
+        assert fn() == "limited"  # refused by the bulkhead, after the rate limit took a token
+        dep.permits.give()
+        bucket = dep.rate_limiter
+        assert bucket is not None and bucket.available(clock()) == pytest.approx(14.0)
+    c = counts("svc")
+    assert c["rate_limited"] == 50 and c["rejected"] == 1 and c["success"] == 150
+
+
+async def test_the_coroutine_fast_path_takes_tokens_too() -> None:
+    with rtesting.fake_clock():
+
+        @protect("svc", fallback="limited", rate_limit=RateLimit(150))
+        async def fetch() -> str:
+            return "ok"
+
+        results = [await fetch() for _ in range(200)]
+        assert registry().dependency("svc").rated is not None
+        assert results.count("ok") == 150 and results.count("limited") == 50
+
+
 def test_the_available_tokens_are_exported() -> None:
     with rtesting.fake_clock() as clock:
         dep = registry().dependency("svc", isolation="semaphore", rate_limit=RateLimit(10))
