@@ -204,7 +204,7 @@ def test_experiments_have_shadows_of_their_own_and_they_are_forgotten() -> None:
 
 def test_faulty_calls_hold_at_most_their_share_of_the_bulkhead() -> None:
     started = threading.Barrier(2)
-    slow = recipe(faults=[{"dependency": "svc", "latency": 0.3}])
+    slow = recipe(faults=[{"dependency": "svc", "latency": 1.0}])
     dep = registry().dependency("svc", isolation="semaphore", max_concurrent=10, timeout=2.0)
 
     def tagged(out: list[Any]) -> None:
@@ -219,7 +219,9 @@ def test_faulty_calls_hold_at_most_their_share_of_the_bulkhead() -> None:
     threads = [threading.Thread(target=tagged, args=(out,)) for _ in range(2)]
     for t in threads:
         t.start()
-    time.sleep(0.1)  # one tagged call sleeps in its latency fault, holding one permit
+    deadline = time.monotonic() + 5
+    while dep.permits.in_use < 1 and time.monotonic() < deadline:
+        time.sleep(0.005)  # one tagged call sleeps in its latency fault, holding one permit
     assert dep.permits.in_use == 1
     untagged = [dep.permits.try_take() for _ in range(9)]
     assert all(untagged)  # untagged calls find the other 90% free
@@ -292,16 +294,16 @@ def test_every_attempt_of_a_tagged_call_asks_the_recipe() -> None:
 
 
 async def test_hedged_attempts_of_a_tagged_call_each_ask_the_recipe() -> None:
-    rolls = iter([0.1, 0.9])  # attempt 1: 1 s of injected latency; attempt 2: no fault
-    spec = recipe(faults=[{"dependency": "svc", "latency": 1.0, "probability": 0.5}])
+    rolls = iter([0.1, 0.9])  # attempt 1: 10 s of injected latency; attempt 2: no fault
+    spec = recipe(faults=[{"dependency": "svc", "latency": 10.0, "probability": 0.5}])
 
-    @protect("svc", hedge=Hedge(delay=0.02, budget=1.0), timeout=2.0, max_concurrent=10)
+    @protect("svc", hedge=Hedge(delay=0.02, budget=1.0), timeout=20.0, max_concurrent=10)
     async def fetch() -> str:
         return "real"
 
     start = time.monotonic()
     with active(spec, random=lambda: next(rolls), bulkhead_share=1.0):
         assert await fetch() == "real"
-    assert time.monotonic() - start < 0.5  # the hedge won; the faulty attempt was cancelled
+    assert time.monotonic() - start < 5.0  # the hedge won; the faulty attempt was cancelled
     assert fit_calls("svc") == {"success": 1}
     assert samples()[("resilience_hedges_total", (("dependency", "svc"), ("outcome", "sent")))] == 0

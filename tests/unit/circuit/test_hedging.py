@@ -35,8 +35,12 @@ def metrics(name: str) -> dict[tuple[str, str], float]:
     return out
 
 
+HOLD = -1.0  # a delay that lasts until the test releases it: such an attempt cannot win early
+
+
 class Script:
-    """Attempt n sleeps ``delays[n-1]`` seconds, then returns ``n`` (or raises its error)."""
+    """Attempt n sleeps ``delays[n-1]`` seconds (``HOLD``: until ``release()``), then returns
+    ``n`` (or raises its error)."""
 
     def __init__(self, *delays: float, errors: dict[int, Exception] | None = None) -> None:
         self.delays = delays
@@ -45,6 +49,10 @@ class Script:
         self.finished: list[int] = []
         self.cancelled: list[int] = []
         self._lock = threading.Lock()
+        self._held = threading.Event()
+
+    def release(self) -> None:
+        self._held.set()
 
     def _next(self) -> int:
         with self._lock:
@@ -54,7 +62,11 @@ class Script:
     async def coro(self) -> int:
         n = self._next()
         try:
-            await asyncio.sleep(self.delays[n - 1])
+            delay = self.delays[n - 1]
+            if delay == HOLD:
+                while not self._held.is_set():
+                    await asyncio.sleep(0.005)
+            await asyncio.sleep(max(0.0, delay))
         except asyncio.CancelledError:
             self.cancelled.append(n)
             raise
@@ -65,7 +77,10 @@ class Script:
 
     def sync(self) -> int:
         n = self._next()
-        time.sleep(self.delays[n - 1])
+        delay = self.delays[n - 1]
+        if delay == HOLD:
+            self._held.wait(10)
+        time.sleep(max(0.0, delay))
         self.finished.append(n)
         if n in self.errors:
             raise self.errors[n]
@@ -76,11 +91,9 @@ class Script:
 
 
 async def test_a_slow_first_attempt_is_raced_and_the_loser_cancelled() -> None:
-    script = Script(1.0, 0.0)
-    fn = protect("svc", hedge=FAST_HEDGE, timeout=2.0)(script.coro)
-    start = time.monotonic()
+    script = Script(HOLD, 0.0)
+    fn = protect("svc", hedge=FAST_HEDGE, timeout=10.0)(script.coro)
     assert await fn() == 2
-    assert time.monotonic() - start < 0.5
     assert script.cancelled == [1]  # cancelled and awaited before the call returned
     c = counts("svc")
     assert c["success"] == 1 and c["failure"] == c["timeout"] == 0  # the loser recorded nothing
@@ -197,31 +210,29 @@ async def test_the_adaptive_delay_follows_the_observed_p95() -> None:
 
 
 async def test_a_slow_outlier_is_hedged_after_the_p95_in_real_time() -> None:
-    script = Script(*([0.005] * 40), 1.0, 0.005)
-    fn = protect("svc", hedge=Hedge(budget=1.0), timeout=2.0)(script.coro)
+    script = Script(*([0.005] * 40), HOLD, 0.005)
+    fn = protect("svc", hedge=Hedge(budget=1.0), timeout=10.0)(script.coro)
     for _ in range(40):
         await fn()
     time.sleep(0.1)  # the p95 is re-read at most every 0.1 s
-    start = time.monotonic()
-    assert await fn() == 42  # attempt 41 was the slow one; 42 raced it after ~5 ms
-    assert time.monotonic() - start < 0.3
+    assert await fn() == 42  # attempt 41 was the slow one; 42 raced it after the p95
+    assert script.cancelled == [41]
 
 
 # -- threads ------------------------------------------------------------------------------------
 
 
 def test_a_thread_pool_call_is_raced_and_the_loser_abandoned() -> None:
-    script = Script(0.5, 0.0)
-    fn = protect("svc", hedge=FAST_HEDGE, timeout=2.0, pool_size=4)(script.sync)
-    start = time.monotonic()
+    script = Script(HOLD, 0.0)
+    fn = protect("svc", hedge=FAST_HEDGE, timeout=10.0, pool_size=4)(script.sync)
     assert fn() == 2
-    assert time.monotonic() - start < 0.3
     pool = registry().dependency("svc").pool
     assert pool is not None and pool.abandoned == 1  # still running, accounted as abandoned
     m = metrics("svc")
     assert m[("resilience_hedges_total", "won")] == 1
     assert m[("resilience_calls_total", "success")] == 1
-    deadline = time.monotonic() + 2
+    script.release()
+    deadline = time.monotonic() + 5
     while pool.abandoned and time.monotonic() < deadline:
         time.sleep(0.01)
     assert pool.abandoned == 0 and pool.permits.in_use == 0
@@ -229,12 +240,13 @@ def test_a_thread_pool_call_is_raced_and_the_loser_abandoned() -> None:
 
 
 def test_an_attempt_past_its_timeout_is_a_failure_that_starts_the_next() -> None:
-    script = Script(0.5, 0.0)
+    script = Script(HOLD, 0.0)
     hedge = Hedge(delay=None, budget=1.0)  # nothing observed: hedge only on failure
-    fn = protect("svc", hedge=hedge, timeout=0.05, min_calls=100)(script.sync)
+    fn = protect("svc", hedge=hedge, timeout=0.3, min_calls=100)(script.sync)
     start = time.monotonic()
     assert fn() == 2
-    assert 0.04 < time.monotonic() - start < 0.4
+    script.release()
+    assert time.monotonic() - start >= 0.29  # the second attempt waited for the first's timeout
     c, m = counts("svc"), metrics("svc")
     assert c["timeout"] == 1 and c["success"] == 1
     assert m[("resilience_calls_total", "timeout")] == 0
@@ -256,11 +268,12 @@ def test_sync_attempts_all_failing_return_the_first_error_or_the_fallback() -> N
 
 
 def test_acall_of_a_sync_function_is_hedged_in_the_pool() -> None:
-    script = Script(0.5, 0.0)
+    script = Script(HOLD, 0.0)
 
     async def main() -> Any:
-        guard = registry().dependency("svc", timeout=2.0).guard(hedge=FAST_HEDGE)
+        guard = registry().dependency("svc", timeout=10.0).guard(hedge=FAST_HEDGE)
         return await guard.acall_sync(script.sync, (), {})
 
     assert asyncio.run(main()) == 2
+    script.release()
     assert metrics("svc")[("resilience_hedges_total", "won")] == 1
