@@ -28,6 +28,7 @@ from ._bulkhead import ConcurrencyLimit, Permits, ThreadBulkhead
 from ._fallback import MISSING
 from ._guard import Guard
 from ._hedge import Hedge, HedgeThrottle
+from ._load import HEDGE_OUTCOMES, LoadControl
 from ._policy import Policy
 from ._ratelimit import TokenBucket
 from ._record import Listener, Recorder
@@ -44,9 +45,6 @@ T = TypeVar("T")
 _CLOSED = State.CLOSED
 PROBATION_CALLS = 100
 LOOP_CHECK_AFTER = 0.0001  # seconds: a shorter sync call cannot hold an event loop up
-HEDGE_OUTCOMES = ("sent", "won", "budget_exhausted")  # resilience_hedges_total's outcomes
-P95_EVERY = 0.1  # seconds between reads of the observed p95 (a hedge's adaptive delay): ~70 us
-P95_MIN_CALLS = 20  # calls in the window before their p95 is trusted
 
 
 def _is_coroutine_function(fn: Any) -> bool:
@@ -56,7 +54,7 @@ def _is_coroutine_function(fn: Any) -> bool:
     )
 
 
-class Dependency(Recorder):
+class Dependency(Recorder, LoadControl):
     """Everything calls to one named dependency share: policy, breaker, limits, statistics.
 
     Get one from the registry (``resilience.registry().dependency(name, ...)``) or through
@@ -188,68 +186,6 @@ class Dependency(Recorder):
         (coroutines and semaphore calls holding permits, plus pool workers running a call)."""
         return self.window.peak()
 
-    def retry_budget(self, retry: Retry) -> RetryAccount | None:
-        """The retry budget that callers retrying with ``retry`` share: one per budget config
-        per key, so every call site with the default budget shares one (None: unlimited).
-        Every caller call of the key deposits (Finagle deposits per request; here the calls
-        are counted from the rolling window, so the deposit costs a call nothing)."""
-        config = retry.budget
-        if config is None:
-            return None
-        account = self._budgets.get(config)
-        if account is None:
-            with self._slots_lock:
-                account = self._budgets.get(config)
-                if account is None:
-                    # Every caller call of the key deposits, counted from the window as its
-                    # buckets close: a call pays nothing for it.
-                    account = RetryAccount(config, self.window.open_calls)
-                    self._budgets[config] = account
-                    self.window.on_close = self._deposit_calls
-        return account
-
-    def _deposit_calls(self, calls: int, now: float) -> None:
-        for account in list(self._budgets.values()):
-            account.deposit_calls(calls, now)
-
-    def hedge_throttle(self, hedge: Hedge) -> HedgeThrottle:
-        """The hedge budget that callers hedging with ``hedge`` share."""
-        throttle = self._throttles.get(hedge)
-        if throttle is None:
-            with self._slots_lock:
-                throttle = self._throttles.setdefault(hedge, HedgeThrottle(hedge))
-        return throttle
-
-    def observed_p95(self) -> float | None:
-        """The p95 latency of calls in the rolling window (None before ``P95_MIN_CALLS`` of
-        them), re-read at most every ``P95_EVERY`` seconds: the adaptive delay of a hedge.
-        Calls that ran count (the winners of hedged calls; cancelled losers never record)."""
-        now = self._clock()
-        # Until enough calls were seen, look again on every call: hedging starts with data.
-        if self._p95 is None or now - self._p95_at >= P95_EVERY:
-            self._p95_at = now
-            if self.window.rates(now)[0] >= P95_MIN_CALLS:
-                self._p95 = self.window.percentiles((0.95,), now)[0]
-            else:
-                self._p95 = None
-        return self._p95
-
-    def experiment_state(self, recipe: str) -> State | None:
-        """The state of the circuit an experiment (FIT recipe ``recipe``) sees for this
-        dependency, or None while no tagged call of it is remembered (see ``_shadow``)."""
-        shadow = self.experiments.get(recipe)
-        return None if shadow is None else shadow.breaker.state
-
-    def _hedge_event(self, event: str) -> None:
-        i = HEDGE_OUTCOMES.index(event)
-        with self._slots_lock:
-            self._hedges[i] += 1
-
-    def hedge_counts(self) -> dict[str, int]:
-        """Hedges sent, won, and not sent for an exhausted budget, since the start."""
-        with self._slots_lock:
-            return dict(zip(HEDGE_OUTCOMES, self._hedges, strict=True))
-
     def on_state_change(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(StateChange)`` on every transition; returns its remover."""
         self._listeners.append(listener)
@@ -354,20 +290,6 @@ class Dependency(Recorder):
     @rate_limiter.setter
     def rate_limiter(self, bucket: TokenBucket | None) -> None:
         self._rate_limiter = bucket
-        self._refresh()
-
-    def _build_limits(self, old: Policy | None) -> None:
-        """Make the adaptive limit and the token bucket the policy asks for (again, if its
-        ``limit`` or ``rate_limit`` changed); calls admitted before keep what admitted them."""
-        new = self.policy
-        if old is None or old.limit != new.limit:
-            self.adaptive = None if new.limit is None else AdaptiveLimiter(new.limit)
-            self._limiter = self.adaptive if self.adaptive is not None else self.permits
-            if self._pool is not None:
-                self._pool.follow(self.adaptive)
-        if old is None or old.rate_limit != new.rate_limit:
-            bucket = None if new.rate_limit is None else TokenBucket(new.rate_limit, self._clock)
-            self._rate_limiter = bucket
         self._refresh()
 
     def _refresh(self) -> None:
