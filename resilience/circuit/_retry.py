@@ -56,11 +56,14 @@ class NetworkErrors:
     HTTP error statuses are not exceptions here: retry those with ``on_result`` or a predicate.
     """
 
-    _cache: ClassVar[dict[tuple[bool, ...], tuple[type[BaseException], ...]]] = {}
+    _cache: ClassVar[dict[tuple[int, ...], tuple[type[BaseException], ...]]] = {}
 
     def types(self) -> tuple[type[BaseException], ...]:
         """The exception types retried now (depends on which clients are imported)."""
-        loaded = tuple(name in sys.modules for name in _CLIENT_ERRORS)
+        # Keyed by the modules themselves: a module replaced in sys.modules (reloaded, or a
+        # test's stand-in) brings its own exception classes.
+        modules = sys.modules
+        loaded = tuple(id(modules.get(name)) for name in _CLIENT_ERRORS)
         found = self._cache.get(loaded)
         if found is None:
             types: list[type[BaseException]] = [ConnectionError, TimeoutError]

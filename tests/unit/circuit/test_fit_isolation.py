@@ -63,7 +63,7 @@ def fit_calls(dependency: str, recipe_name: str = "exp") -> dict[str, float]:
     out = {}
     for (name, labels), value in samples().items():
         d = dict(labels)
-        if (name, d["dependency"], d.get("recipe")) == (
+        if (name, d.get("dependency"), d.get("recipe")) == (
             "resilience_fit_calls_total",
             dependency,
             recipe_name,
@@ -76,7 +76,7 @@ def calls_total(dependency: str) -> dict[str, float]:
     out = {}
     for (name, labels), value in samples().items():
         d = dict(labels)
-        if name == "resilience_calls_total" and d["dependency"] == dependency and value:
+        if name == "resilience_calls_total" and d.get("dependency") == dependency and value:
             out[d["outcome"]] = value
     return out
 
