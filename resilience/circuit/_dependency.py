@@ -23,12 +23,11 @@ import attrs
 from ..errors import ConfigError
 from ._adaptive import AdaptiveLimiter
 from ._breaker import Breaker, State
-from ._budget import RetryAccount, RetryBudget
 from ._bulkhead import ConcurrencyLimit, Permits, ThreadBulkhead
 from ._fallback import MISSING
 from ._guard import Guard
-from ._hedge import Hedge, HedgeThrottle
-from ._load import HEDGE_OUTCOMES, LoadControl
+from ._hedge import Hedge
+from ._load import HEDGE_OUTCOMES, LoadControl, LoadState
 from ._policy import Policy
 from ._ratelimit import TokenBucket
 from ._record import Listener, Recorder
@@ -92,12 +91,7 @@ class Dependency(Recorder, LoadControl):
         self._limiter: ConcurrencyLimit = self.permits
         self.adaptive: AdaptiveLimiter | None = None
         self._rate_limiter: TokenBucket | None = None
-        self._budgets: dict[RetryBudget, RetryAccount] = {}
-        self._throttles: dict[Hedge, HedgeThrottle] = {}
-        self._hedges = [0, 0, 0]  # per HEDGE_OUTCOMES
-        self._p95: float | None = None
-        self._p95_at = float("-inf")
-        self._slots_lock = threading.Lock()
+        self._load = LoadState()  # budgets, hedge counts, the observed p95 (_load)
         self.experiments = Experiments()
         self._pool: ThreadBulkhead | None = None
         self._pool_lock = threading.Lock()
@@ -252,10 +246,9 @@ class Dependency(Recorder, LoadControl):
         self.window._clock = clock
         self.window.resize(self.policy.window, self.policy.buckets, self.policy.slow_call_duration)
         # Budgets, buckets and experiments keep times of the old clock: start them afresh.
-        with self._slots_lock:
-            self._budgets = {}
-            self._throttles = {}
-        self._p95_at = float("-inf")
+        hedges = self._load.hedges
+        self._load = LoadState()
+        self._load.hedges = hedges  # counters are cumulative: they survive a clock change
         self.experiments.clear()
         if self.policy.rate_limit is not None:
             self.rate_limiter = TokenBucket(self.policy.rate_limit, clock)
@@ -352,7 +345,7 @@ class Dependency(Recorder, LoadControl):
         if self.adaptive is not None:
             self.adaptive.reset_after_fork()
         self.experiments.clear()
-        self._slots_lock = threading.Lock()
+        self._load.lock = threading.Lock()
         self._pool_lock = threading.Lock()
         self._deadlines.clear()
         self._dl_loop = self._dl = None

@@ -23,11 +23,27 @@ if TYPE_CHECKING:
     from ._shadow import Experiments
     from ._window import RollingWindow
 
-__all__ = ["HEDGE_OUTCOMES", "P95_EVERY", "P95_MIN_CALLS", "LoadControl"]
+__all__ = ["HEDGE_OUTCOMES", "P95_EVERY", "P95_MIN_CALLS", "LoadControl", "LoadState"]
 
 HEDGE_OUTCOMES = ("sent", "won", "budget_exhausted")  # resilience_hedges_total's outcomes
 P95_EVERY = 0.1  # seconds between reads of the observed p95 (a hedge's adaptive delay): ~70 us
 P95_MIN_CALLS = 20  # calls in the window before their p95 is trusted
+
+
+class LoadState:
+    """The runtime a dependency's call sites share for load control, in one attribute: a
+    Dependency with more than 30 attributes would lose CPython's fast attribute reads, which
+    its fast path lives on."""
+
+    __slots__ = ("budgets", "hedges", "lock", "p95", "p95_at", "throttles")
+
+    def __init__(self) -> None:
+        self.budgets: dict[RetryBudget, RetryAccount] = {}
+        self.throttles: dict[Hedge, HedgeThrottle] = {}
+        self.hedges = [0, 0, 0]  # per HEDGE_OUTCOMES
+        self.p95: float | None = None
+        self.p95_at = float("-inf")
+        self.lock = threading.Lock()
 
 
 class LoadControl:
@@ -42,12 +58,7 @@ class LoadControl:
     _limiter: ConcurrencyLimit
     _rate_limiter: TokenBucket | None
     _pool: ThreadBulkhead | None
-    _budgets: dict[RetryBudget, RetryAccount]
-    _throttles: dict[Hedge, HedgeThrottle]
-    _hedges: list[int]
-    _p95: float | None
-    _p95_at: float
-    _slots_lock: threading.Lock
+    _load: LoadState
     _refresh: Callable[[], None]  # Dependency's: recompute the fast-path flags
 
     def retry_budget(self, retry: Retry) -> RetryAccount | None:
@@ -58,28 +69,31 @@ class LoadControl:
         config = retry.budget
         if config is None:
             return None
-        account = self._budgets.get(config)
+        state = self._load
+        account = state.budgets.get(config)
         if account is None:
-            with self._slots_lock:
-                account = self._budgets.get(config)
+            with state.lock:
+                account = state.budgets.get(config)
                 if account is None:
                     # Every caller call of the key deposits, counted from the window as its
                     # buckets close: a call pays nothing for it.
                     account = RetryAccount(config, self.window.open_calls)
-                    self._budgets[config] = account
+                    state.budgets[config] = account
                     self.window.on_close = self._deposit_calls
         return account
 
     def _deposit_calls(self, calls: int, now: float) -> None:
-        for account in list(self._budgets.values()):
+        state = self._load
+        for account in list(state.budgets.values()):
             account.deposit_calls(calls, now)
 
     def hedge_throttle(self, hedge: Hedge) -> HedgeThrottle:
         """The hedge budget that callers hedging with ``hedge`` share."""
-        throttle = self._throttles.get(hedge)
+        state = self._load
+        throttle = state.throttles.get(hedge)
         if throttle is None:
-            with self._slots_lock:
-                throttle = self._throttles.setdefault(hedge, HedgeThrottle(hedge))
+            with state.lock:
+                throttle = state.throttles.setdefault(hedge, HedgeThrottle(hedge))
         return throttle
 
     def observed_p95(self) -> float | None:
@@ -87,14 +101,15 @@ class LoadControl:
         them), re-read at most every ``P95_EVERY`` seconds: the adaptive delay of a hedge.
         Calls that ran count (the winners of hedged calls; cancelled losers never record)."""
         now = self._clock()
+        state = self._load
         # Until enough calls were seen, look again on every call: hedging starts with data.
-        if self._p95 is None or now - self._p95_at >= P95_EVERY:
-            self._p95_at = now
+        if state.p95 is None or now - state.p95_at >= P95_EVERY:
+            state.p95_at = now
             if self.window.rates(now)[0] >= P95_MIN_CALLS:
-                self._p95 = self.window.percentiles((0.95,), now)[0]
+                state.p95 = self.window.percentiles((0.95,), now)[0]
             else:
-                self._p95 = None
-        return self._p95
+                state.p95 = None
+        return state.p95
 
     def experiment_state(self, recipe: str) -> State | None:
         """The state of the circuit an experiment (FIT recipe ``recipe``) sees for this
@@ -104,13 +119,15 @@ class LoadControl:
 
     def _hedge_event(self, event: str) -> None:
         i = HEDGE_OUTCOMES.index(event)
-        with self._slots_lock:
-            self._hedges[i] += 1
+        state = self._load
+        with state.lock:
+            state.hedges[i] += 1
 
     def hedge_counts(self) -> dict[str, int]:
         """Hedges sent, won, and not sent for an exhausted budget, since the start."""
-        with self._slots_lock:
-            return dict(zip(HEDGE_OUTCOMES, self._hedges, strict=True))
+        state = self._load
+        with state.lock:
+            return dict(zip(HEDGE_OUTCOMES, state.hedges, strict=True))
 
     def _build_limits(self, old: Policy | None) -> None:
         """Make the adaptive limit and the token bucket the policy asks for (again, if its
