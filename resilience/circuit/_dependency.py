@@ -33,7 +33,8 @@ from ._ratelimit import TokenBucket
 from ._record import Listener, Recorder
 from ._retry import Retry
 from ._shadow import Experiments
-from ._ticket import Ticket, begin
+from ._ticket import Ticket
+from ._ticket import begin as _begin
 from ._timeout import Deadlines
 from ._window import RETRIED, RollingWindow
 
@@ -147,19 +148,10 @@ class Dependency(Recorder, LoadControl):
             self, fallback=fallback, ignore=ignore, retry=retry, deadline=deadline, hedge=hedge
         )
 
-    def begin(self) -> Ticket:
-        """Admit one call that the caller runs itself, outside ``call``/``acall``.
-
-        For IO the library cannot wrap in one function, such as a write pipelined to several
-        servers from one thread: send everything, then read every reply. This is
-        resilience4j's acquire / onSuccess / onError split. ``begin`` asks the active FIT
-        recipe (``ticket.fault``: apply it with ``fault.wrap_sync(fn, timeout)``), the breaker
-        (``CircuitOpenError``), the rate limit without waiting and the concurrency limit
-        (``BulkheadFullError``); the caller must end the ticket exactly once with
-        ``success()``, ``failure(exc)``, ``timeout()`` or ``cancel()``, and enforces
-        ``policy.timeout`` itself (socket timeouts).
-        """
-        return begin(self)
+    # Admit one call the caller runs itself (``_ticket.begin``: FIT, breaker, rate limit,
+    # concurrency limit); the caller ends the ticket exactly once. A plain function made a
+    # method, not a wrapper: a cache zone's every operation takes this path.
+    begin = _begin
 
     @property
     def state(self) -> State:

@@ -48,7 +48,17 @@ def _limits(dep: Dependency, rec: Recorder) -> None:
 
 
 def begin(dep: Dependency) -> Ticket:
-    """Admit one call that the caller runs itself (see the module docstring)."""
+    """Admit one call that the caller runs itself, outside ``call``/``acall``
+    (``Dependency.begin``).
+
+    For IO the library cannot wrap in one function, such as a write pipelined to several
+    servers from one thread: send everything, then read every reply. This is resilience4j's
+    acquire / onSuccess / onError split. ``begin`` asks the active FIT recipe (``ticket.fault``:
+    apply it with ``fault.wrap_sync(fn, timeout)``), the breaker (``CircuitOpenError``), the
+    rate limit without waiting and the concurrency limit (``BulkheadFullError``); the caller
+    must end the ticket exactly once with ``success()``, ``failure(exc)``, ``timeout()`` or
+    ``cancel()``, and enforces ``policy.timeout`` itself (socket timeouts).
+    """
     fit = FIT.get()
     if fit is not None:
         return _begin_tagged(dep, fit)
@@ -60,7 +70,14 @@ def begin(dep: Dependency) -> Ticket:
         if decision == REJECT:
             raise dep._short_circuit(clock())
     try:
-        _limits(dep, dep)
+        bucket = dep._rate_limiter
+        if bucket is not None:
+            delay = bucket.try_take(clock())
+            if delay > 0.0:
+                raise dep._rate_limited(bucket, delay)
+        limiter = dep._limiter
+        if not limiter.try_acquire():
+            raise dep._reject(limiter)
     except BaseException:
         breaker.release(decision)
         raise
@@ -115,7 +132,7 @@ class Ticket:
         self._tc = tc
         self.fault: Any = None if route is None else route.fault
 
-    def _end(self, dropped: bool, ran: bool = True) -> tuple[Recorder, float, float]:
+    def _end(self, dropped: bool, ran: bool = True) -> tuple[float, float]:
         if self._ended:
             raise RuntimeError("a Ticket is ended exactly once")
         self._ended = True
@@ -126,9 +143,10 @@ class Ticket:
             dep._limiter.release(now - self._start, dropped)
         else:
             dep._limiter.give_back()
-        return self._rec, now - self._start, now
+        return now - self._start, now
 
     def _judged(self, outcome: int, value: Any, latency: float, now: float) -> None:
+        # A tagged ticket: the route mirrors the outcome, frees its slot, and the call counts.
         route, tc = self._route, self._tc
         if route is not None and tc is not None:
             route.finished(outcome, value, latency, now)
@@ -137,26 +155,29 @@ class Ticket:
             tc.finish()
 
     def success(self) -> None:
-        rec, latency, now = self._end(False)
-        rec._success(self._decision, latency, now)
-        self._judged(SUCCESS, None, latency, now)
+        latency, now = self._end(False)
+        self._rec._success(self._decision, latency, now)
+        if self._route is not None:
+            self._judged(SUCCESS, None, latency, now)
 
     def failure(self, error: Exception, ignore: tuple[type[BaseException], ...] = ()) -> None:
-        rec, latency, now = self._end(not (ignore and isinstance(error, ignore)))
-        outcome, _ = rec._failed(self._decision, error, latency, now, ignore)
-        self._judged(outcome, error, latency, now)
+        latency, now = self._end(not (ignore and isinstance(error, ignore)))
+        outcome, _ = self._rec._failed(self._decision, error, latency, now, ignore)
+        if self._route is not None:
+            self._judged(outcome, error, latency, now)
 
     def timeout(self) -> CallTimeoutError:
         """Record a timeout; returns the ``CallTimeoutError`` to raise."""
-        rec, latency, now = self._end(True)
-        error = rec._timeout(self._decision, latency, now)
-        self._judged(TIMEOUT, error, latency, now)
+        latency, now = self._end(True)
+        error = self._rec._timeout(self._decision, latency, now)
+        if self._route is not None:
+            self._judged(TIMEOUT, error, latency, now)
         return error
 
     def cancel(self) -> None:
         """The call never ran (the caller gave up before sending): record nothing."""
-        rec, _, _ = self._end(False, ran=False)
-        rec.breaker.release(self._decision)
+        self._end(False, ran=False)
+        self._rec.breaker.release(self._decision)
         if self._route is not None:
             self._route.unmirror()
             self._route.close()
