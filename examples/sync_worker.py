@@ -4,7 +4,8 @@ A pool of worker threads prices orders. Each price comes from a pricing HTTP ser
 ``http.server`` on loopback) through ``protect`` (thread-pool bulkhead, timeout, retry,
 fallback), is cached in a ``ReplicatedCache`` over two memcached zones, and a flag can switch
 live pricing off. A FIT recipe, activated in-process with ``fit.active``, fails pricing for a
-while: the circuit opens and the cached or list price is served.
+while: the experiment's circuit opens (real traffic's stays closed) and the cached or list price
+is served.
 
 Run: ``.venv/bin/python -m examples.sync_worker`` (memcached must be installed; scripts/demo
 or scripts/test install it).
@@ -25,7 +26,7 @@ from urllib.request import urlopen
 import tenacity
 
 from examples.movies.procs import Missing, Processes
-from resilience import Retry, fit, protect, registry, request_scope
+from resilience import Retry, State, fit, protect, registry, request_scope
 from resilience.cache import ReplicatedCache
 from resilience.flags import Flags, InMemorySource
 
@@ -99,9 +100,15 @@ def main() -> int:
             hits = Pricing.hits
             results["switched_off"] = list(workers.map(job, range(20)))
             results["hits_while_off"] = Pricing.hits - hits
-        state = registry().dependency("pricing").state.value
+        pricing = registry().dependency("pricing")
+        # The injected failures opened the experiment's own circuit; real traffic's stayed shut.
+        seen = pricing.experiment_state("pricing-down")
+        state = f"{seen.value if seen else 'forgotten'} for the experiment, {pricing.state.value}"
+        state += " for real traffic"
         ok = (
-            results["hits_normal"] == 40
+            seen is State.OPEN
+            and pricing.state is State.CLOSED
+            and results["hits_normal"] == 40
             and LIST_PRICE not in results["normal"]
             and results["normal"] == results["pricing_down"]  # served from the cache, same prices
             and results["hits_during_outage"] == 0

@@ -1,7 +1,21 @@
 """resilience: protected calls, a zone-replicated cache, runtime flags and failure injection."""
 
 from . import errors, metrics
-from .circuit import Dependency, Policy, Registry, Retry, State, StateChange, protect, registry
+from .circuit import (
+    AdaptiveLimit,
+    Dependency,
+    Hedge,
+    Policy,
+    RateLimit,
+    Registry,
+    Retry,
+    RetryBudget,
+    State,
+    StateChange,
+    collapse,
+    protect,
+    registry,
+)
 from .context import current_scope, request_scope
 from .errors import (
     BulkheadFullError,
@@ -10,11 +24,14 @@ from .errors import (
     ConfigError,
     FallbackFailedError,
     FaultInjectedError,
+    LimitExceededError,
+    RateLimitedError,
     RejectedError,
     ResilienceError,
 )
 
 __all__ = [
+    "AdaptiveLimit",
     "BulkheadFullError",
     "CallTimeoutError",
     "CircuitOpenError",
@@ -22,13 +39,19 @@ __all__ = [
     "Dependency",
     "FallbackFailedError",
     "FaultInjectedError",
+    "Hedge",
+    "LimitExceededError",
     "Policy",
+    "RateLimit",
+    "RateLimitedError",
     "Registry",
     "RejectedError",
     "ResilienceError",
     "Retry",
+    "RetryBudget",
     "State",
     "StateChange",
+    "collapse",
     "current_scope",
     "errors",
     "metrics",

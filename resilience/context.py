@@ -27,7 +27,8 @@ __all__ = [
 
 class Fault(Protocol):
     """A fault chosen for one call. It wraps the function so the failure happens *inside* the
-    protected call: the real breaker, bulkhead, timeout and fallback see it as a real failure."""
+    protected call: the bulkhead, timeout and fallback see it as a real failure, and the
+    experiment's own breaker judges it (never the dependency's: ``resilience.circuit._shadow``)."""
 
     def wrap_sync(self, fn: Callable[..., Any], timeout: float) -> Callable[..., Any]:
         """A function that fails as the fault says (raise, sleep, or hang past ``timeout``)."""

@@ -49,16 +49,19 @@ __all__ = [
     "CONCURRENCY_LIMIT",
     "CONCURRENT_CALLS",
     "FALLBACKS",
+    "FIT_CALLS",
     "FIT_INJECTIONS",
     "FIT_TAGS",
     "FLAG_EVALUATIONS",
     "FLAG_LAST_SUCCESS",
     "FLAG_LAST_UPDATE",
     "FLAG_SOURCE_ERRORS",
+    "HEDGES",
     "POOL_ABANDONED",
     "POOL_ACTIVE",
     "POOL_QUEUED",
     "QUEUE_LIMIT",
+    "RATE_LIMIT_TOKENS",
     "RETRIES",
     "STREAM_CLIENTS",
     "STREAM_DROPPED",
@@ -81,7 +84,9 @@ CIRCUIT_FAILURE_RATIO_THRESHOLD = "resilience_circuit_failure_ratio_threshold"  
 CIRCUIT_OPENED = "resilience_circuit_opened"  # counter of transitions to open
 RETRIES = "resilience_retries"  # counter, + outcome (attempted, budget_exhausted)
 TIMEOUT_SECONDS = "resilience_timeout_seconds"  # gauge: each attempt's timeout
-CONCURRENCY_LIMIT = "resilience_concurrency_limit"  # gauge: calls admitted at once
+CONCURRENCY_LIMIT = "resilience_concurrency_limit"  # gauge: calls admitted at once (adaptive: now)
+RATE_LIMIT_TOKENS = "resilience_rate_limit_available_tokens"  # gauge: the token bucket now
+HEDGES = "resilience_hedges"  # counter, + outcome (sent, won, budget_exhausted)
 QUEUE_LIMIT = "resilience_queue_limit"  # gauge: calls that may wait for a pool worker
 POOL_ACTIVE = "resilience_pool_active_workers"  # thread pools only, as the two below
 POOL_QUEUED = "resilience_pool_queued_calls"
@@ -112,6 +117,8 @@ FLAG_LAST_SUCCESS = "resilience_flag_source_last_success_timestamp_seconds"
 # fit
 FIT_TAGS = "resilience_fit_tags"  # counter, + result (accepted, unsigned, bad_signature, ...)
 FIT_INJECTIONS = "resilience_fit_injections"  # counter, + dependency, kind
+# counter, + dependency, recipe, outcome: each tagged call once (circuit/_shadow.py)
+FIT_CALLS = "resilience_fit_calls"
 
 # web
 STREAM_CLIENTS = "resilience_stream_clients"  # gauge
@@ -140,7 +147,8 @@ class ResilienceCollector(Collector):
     def collect(self) -> Iterator[Any]:
         from .circuit import registry as default_registry
 
-        reg = self._registry or default_registry()
+        # ``is None``, never ``or``: a Registry with no dependency yet is empty, so falsy.
+        reg = default_registry() if self._registry is None else self._registry
         yield from circuit_families(reg)
         for source in reg.metrics_sources:
             yield from source.collect_metrics()
@@ -192,8 +200,24 @@ def circuit_families(reg: Registry) -> list[Any]:
     timeout = gauge(TIMEOUT_SECONDS, "Timeout of each attempt, in seconds.", ["dependency"])
     limit = gauge(
         CONCURRENCY_LIMIT,
-        "Calls admitted at once: pool workers for thread pools, else max_concurrent.",
+        "Calls admitted at once: the adaptive limit now where there is one, else pool workers "
+        "for thread pools, else max_concurrent.",
         ["dependency"],
+    )
+    tokens = gauge(
+        RATE_LIMIT_TOKENS, "Tokens in the dependency's rate-limit bucket now.", ["dependency"]
+    )
+    hedges = counter(
+        HEDGES,
+        "Hedged attempts sent, won (an extra attempt's result was used), and not sent for an "
+        "exhausted hedge budget.",
+        ["dependency", "outcome"],
+    )
+    fit_calls = counter(
+        FIT_CALLS,
+        "Calls made under a FIT recipe, each once by its main outcome (injected: a fault ran "
+        "in it). Never counted in resilience_calls_total when a fault was injected.",
+        ["dependency", "recipe", "outcome"],
     )
     queue = gauge(QUEUE_LIMIT, "Calls that may wait for a pool worker.", ["dependency"])
     active = gauge(POOL_ACTIVE, "Pool workers running a call.", ["dependency"])
@@ -203,7 +227,7 @@ def circuit_families(reg: Registry) -> list[Any]:
     )
     concurrent = gauge(
         CONCURRENT_CALLS,
-        "Semaphore permits in use (coroutines and semaphore isolation).",
+        "Permits in use (coroutines and semaphore isolation; the adaptive limit's in flight).",
         ["dependency"],
     )
     bounds = [("+Inf" if b == float("inf") else repr(b)) for b in (*LATENCY_BOUNDS, float("inf"))]
@@ -233,13 +257,21 @@ def circuit_families(reg: Registry) -> list[Any]:
         p = dep.policy
         threshold.add_metric([name], p.failure_rate)
         timeout.add_metric([name], p.timeout)
-        concurrent.add_metric([name], dep.permits.in_use)
+        concurrent.add_metric([name], dep.limiter.in_use)
+        bucket = dep.rate_limiter
+        if bucket is not None:
+            tokens.add_metric([name], bucket.available(bucket.clock()))
+        for outcome, n in dep.hedge_counts().items():
+            hedges.add_metric([name, outcome], n)
+        for (recipe, outcome), n in sorted(dep.experiments.counts().items()):
+            fit_calls.add_metric([name, recipe, outcome], n)
         pool = dep.pool
+        adaptive = dep.adaptive
         if pool is None:
             limit.add_metric([name], dep.limiter.limit)
             continue
-        limit.add_metric([name], pool.pool_size)
-        queue.add_metric([name], pool.queue_size)
+        limit.add_metric([name], pool.pool_size if adaptive is None else adaptive.limit)
+        queue.add_metric([name], 0 if adaptive is not None else pool.queue_size)
         active.add_metric([name], pool.running)
         queued.add_metric([name], pool.queued)
         abandoned.add_metric([name], pool.abandoned)
@@ -255,6 +287,9 @@ def circuit_families(reg: Registry) -> list[Any]:
         retries,
         timeout,
         limit,
+        tokens,
+        hedges,
+        fit_calls,
         queue,
         active,
         queued,

@@ -46,7 +46,7 @@ def fake_clock(start: float = 1000.0, reg: Registry | None = None) -> Iterator[F
     The library's own waits (retry back-off, waiting for a rate-limit token) advance the fake
     clock instead of sleeping, so a test of retries and deadlines runs in no time.
     """
-    reg = reg or registry()
+    reg = registry() if reg is None else reg  # an empty Registry is falsy: never ``or``
     clock = FakeClock(start)
     previous, previous_sleep = reg.clock, reg.sleep
     reg.set_clock(clock, clock.advance)
@@ -63,7 +63,7 @@ def forced(
     """Force dependency ``name`` open or closed for the block, then reset it."""
     if state not in ("open", "closed"):
         raise ValueError(f"state must be 'open' or 'closed', got {state!r}")
-    dep = (reg or registry()).dependency(name)
+    dep = (registry() if reg is None else reg).dependency(name)
     if state == "open":
         dep.force_open()
     else:
@@ -88,4 +88,4 @@ def isolated_registry() -> Iterator[Registry]:
 
 def reset(reg: Registry | None = None) -> None:
     """Close every circuit and clear every window of the registry (between tests)."""
-    (reg or registry()).reset()
+    (registry() if reg is None else reg).reset()

@@ -27,7 +27,7 @@ held while user code runs:
 - ``acquire_sync(timeout) -> bool`` (threads) and ``await acquire_async(timeout) -> bool``
   (asyncio): wait up to ``timeout`` seconds, FIFO. Both share one queue and one decision core;
   a waiter that times out, is cancelled or is interrupted never keeps nor loses a permit.
-- ``limit``, ``inflight``, ``waiting``, ``last_rtt``: what the exports show
+- ``limit``, ``inflight``, ``waiting``, ``last_rtt``, ``baseline``: what the exports show
   (``resilience_concurrency_limit``, the JSON state).
 
 Which algorithm: Vegas (the default) reacts to queueing within a few samples and, with the
@@ -217,6 +217,39 @@ class AdaptiveLimiter:
     @property
     def waiting(self) -> int:
         return len(self._waiters)
+
+    @property
+    def baseline(self) -> float | None:
+        """The latency (seconds) the algorithm compares calls against: Vegas' no-load RTT,
+        Gradient2's long-window RTT; None for AIMD or before any sample."""
+        algorithm = self._algorithm
+        if isinstance(algorithm, Vegas):
+            value = algorithm.rtt_noload
+        elif isinstance(algorithm, Gradient2):
+            value = algorithm.long_rtt
+        else:
+            return None
+        return value if value > 0 else None
+
+    # The ConcurrencyLimit protocol of the pipeline's concurrency-limit step (``_bulkhead``).
+    @property
+    def wait(self) -> float:
+        """Seconds a call may wait for a permit (the config's ``wait``)."""
+        return self.config.wait
+
+    @property
+    def in_use(self) -> int:
+        return self._inflight
+
+    def acquire(self, max_wait: float) -> bool:
+        """``acquire_sync`` under the protocol's name (a thread waits at most ``max_wait``)."""
+        return self.acquire_sync(max_wait) if max_wait > 0 else self.try_acquire()
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: no call of the parent is in flight nor waiting there."""
+        self._lock = threading.Lock()
+        self._inflight = 0
+        self._waiters.clear()
 
     @property
     def algorithm(self) -> Algorithm:

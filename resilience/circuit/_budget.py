@@ -7,9 +7,12 @@ dependency called rarely can still be retried. Deposits and withdrawals expire a
 seconds, so the budget reflects the traffic of the last ``ttl`` seconds only.
 
 Runtime: ``RetryAccount(config)``, one per dependency key (the pipeline keeps one per key and
-every call site of that key shares it):
+budget config, and every call site of that key with that budget shares it):
 
-- ``deposit(now)``: once per caller call (not per attempt);
+- ``deposit(now)``: once per caller call (not per attempt); or, fed by a rolling window
+  (``RetryAccount(config, open_calls=window.open_calls)`` with ``deposit_calls`` as the
+  window's ``on_close``), every caller call of the dependency deposits as its time bucket
+  closes, which costs a call nothing (the calls of the bucket still open count as deposited);
 - ``try_withdraw(now) -> bool``: once per retry; ``False`` means the budget is spent (count
   ``budget_exhausted``) and the last error, or the fallback, is returned instead of retrying;
 - ``balance(now) -> float``: retries the budget would allow right now.
@@ -25,6 +28,7 @@ The window is ``Ledger``: integer units in ``SLICES`` time slices of ``ttl / SLI
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import attrs
 
@@ -111,10 +115,11 @@ class Ledger:
             self._slices[self._slot(now)] += units
             self._sum += units
 
-    def try_get(self, now: float, units: int) -> bool:
+    def try_get(self, now: float, units: int, credit: int = 0) -> bool:
+        """Take ``units`` if the balance (plus ``credit``: units due but not put yet) has them."""
         with self._lock:
             i = self._slot(now)
-            if self._reserve + self._sum < units:
+            if self._reserve + self._sum + credit < units:
                 return False
             self._slices[i] -= units
             self._sum -= units
@@ -129,10 +134,13 @@ class Ledger:
 class RetryAccount:
     """The runtime of one ``RetryBudget``, shared by every caller of one dependency key."""
 
-    __slots__ = ("_deposit", "_ledger", "_withdrawal", "config")
+    __slots__ = ("_deposit", "_ledger", "_open_calls", "_withdrawal", "config")
 
-    def __init__(self, config: RetryBudget) -> None:
+    def __init__(
+        self, config: RetryBudget, open_calls: Callable[[float], int] | None = None
+    ) -> None:
         self.config = config
+        self._open_calls = open_calls
         # In units of 1/SCALE call: a call deposits SCALE, a retry costs SCALE / ratio.
         # ratio 0: calls earn nothing and a retry costs SCALE of the reserve.
         self._deposit = SCALE if config.ratio > 0 else 0
@@ -145,10 +153,20 @@ class RetryAccount:
         if self._deposit:
             self._ledger.put(now, self._deposit)
 
+    def deposit_calls(self, calls: int, now: float) -> None:
+        """``calls`` caller calls made by ``now`` (a closed bucket of the dependency's window)."""
+        if self._deposit:
+            self._ledger.put(now, calls * self._deposit)
+
+    def _credit(self, now: float) -> int:
+        open_calls = self._open_calls
+        return 0 if open_calls is None else open_calls(now) * self._deposit
+
     def try_withdraw(self, now: float) -> bool:
         """Take one retry from the budget; ``False`` (nothing taken) when it is spent."""
-        return self._ledger.try_get(now, self._withdrawal)
+        return self._ledger.try_get(now, self._withdrawal, self._credit(now))
 
     def balance(self, now: float) -> float:
         """Retries the budget allows at ``now``."""
-        return max(0, self._ledger.balance(now)) / self._withdrawal
+        credit = self._credit(now)
+        return max(0, self._ledger.balance(now) + credit) / self._withdrawal

@@ -12,11 +12,14 @@ class ConcurrencyLimit(Protocol):
     def acquire(self, max_wait: float) -> bool   # waiting at most ``max_wait`` s (sync callers)
     async def acquire_async(self, max_wait: float) -> bool
     def release(self, latency: float, dropped: bool) -> None
+    def give_back(self) -> None                  # a permit whose call taught nothing
 ```
 
 ``release`` gets the call's latency (seconds) and whether it was dropped (failed or timed out),
-which is what an adaptive limit learns from; a fixed one ignores both. A call refused a permit is
-not run: ``BulkheadFullError`` (``rejected``) or the fallback.
+which is what an adaptive limit learns from; a fixed one ignores both. ``give_back`` returns a
+permit without a sample: a call that never ran, or one whose latency a FIT fault made up. A call
+refused a permit is not run: ``BulkheadFullError`` (``rejected``; ``LimitExceededError`` for an
+adaptive limit) or the fallback.
 
 Permits are a list of tokens: ``list.pop()`` and ``list.append()`` are atomic, so taking and
 giving back a permit needs no lock and no Python-level semaphore (``threading.Semaphore`` costs
@@ -53,8 +56,11 @@ _QUEUED, _RUNNING, _DONE, _ABANDONED = 0, 1, 2, 3
 class ConcurrencyLimit(Protocol):
     """What the concurrency-limit step asks of a limit (see the module docstring)."""
 
-    limit: int
-    wait: float
+    @property
+    def limit(self) -> int: ...
+
+    @property
+    def wait(self) -> float: ...
 
     @property
     def in_use(self) -> int: ...
@@ -66,6 +72,8 @@ class ConcurrencyLimit(Protocol):
     async def acquire_async(self, max_wait: float) -> bool: ...
 
     def release(self, latency: float, dropped: bool) -> None: ...
+
+    def give_back(self) -> None: ...
 
 
 class Permits:
@@ -115,6 +123,9 @@ class Permits:
         else:
             self._free.append(0)
 
+    def give_back(self) -> None:
+        self.give()
+
     @property
     def in_use(self) -> int:
         return self.limit + self._debt - len(self._free)
@@ -153,17 +164,33 @@ class Job:
     """One call handed to a worker. The caller waits on ``done`` (a lock the worker releases);
     an asyncio caller is woken by ``notify``, called by the worker once the job is done."""
 
-    __slots__ = ("args", "ctx", "done", "error", "fn", "kwargs", "notify", "result", "state")
+    __slots__ = (
+        "args",
+        "ctx",
+        "done",
+        "error",
+        "fn",
+        "kwargs",
+        "notify",
+        "permits",
+        "quiet",
+        "result",
+        "state",
+    )
 
     def __init__(
         self,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        notify: Callable[[], None] | None = None,
+        notify: Callable[[], None] | None,
+        permits: ConcurrencyLimit,
+        quiet: bool,
     ) -> None:
         self.fn = fn
         self.notify = notify
+        self.permits = permits  # the limit that admitted the job: the worker releases it
+        self.quiet = quiet  # give the permit back without a latency sample
         self.args = args
         self.kwargs = kwargs
         self.ctx = contextvars.copy_context()
@@ -175,13 +202,19 @@ class Job:
 
 
 class ThreadBulkhead:
-    """A bounded pool of ``pool_size`` daemon workers with ``queue_size`` waiting slots."""
+    """A bounded pool of ``pool_size`` daemon workers with ``queue_size`` waiting slots.
+
+    Or, once ``follow(limit)`` gave it an adaptive limit, one worker per call the limit admits:
+    workers start as admitted calls need them and idle ones exit when the limit falls, so the
+    pool's size follows the limit and no admitted call queues behind another.
+    """
 
     def __init__(self, name: str, pool_size: int, queue_size: int) -> None:
         self.name = name
         self.pool_size = pool_size
         self.queue_size = queue_size
-        self.permits = Permits(pool_size + queue_size)
+        self.fixed = Permits(pool_size + queue_size)
+        self.permits: ConcurrencyLimit = self.fixed
         self._queue: SimpleQueue[Job | None] = SimpleQueue()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -194,7 +227,17 @@ class ThreadBulkhead:
         # time each call for ``permits.release``: a fixed limit ignores the latency, so only a
         # limit that learns from it (adaptive) turns this on.
         self.measure = False
+        self.following = False  # workers follow the admitting limit (adaptive), see follow()
         _pools.add(self)
+
+    def follow(self, limit: ConcurrencyLimit | None) -> None:
+        """Admit with ``limit`` (an adaptive one) from now on, one worker per admitted call;
+        None: back to the fixed ``pool_size + queue_size`` permits. Jobs admitted before keep
+        releasing the limit that admitted them."""
+        with self._lock:
+            self.permits = self.fixed if limit is None else limit
+            self.following = limit is not None
+            self.measure = limit is not None
 
     def reset_after_fork(self) -> None:
         """Forget the parent's workers, queue and in-flight calls (run in a forked child)."""
@@ -202,11 +245,16 @@ class ThreadBulkhead:
         self._threads = []
         self._queue = SimpleQueue()
         self.running = self.abandoned = 0
-        self.permits.reset_after_fork()
+        self.fixed.reset_after_fork()  # an adaptive limit is reset by its dependency
 
     @property
     def queued(self) -> int:
-        return max(0, self.permits.in_use - self.running)
+        return 0 if self.following else max(0, self.permits.in_use - self.running)
+
+    @property
+    def limit(self) -> int:
+        """Calls that may run at once: the adaptive limit when following one, else pool_size."""
+        return self.permits.limit if self.following else self.pool_size
 
     def take_peak(self) -> int:
         """Most workers running at once since the last call of this (then starts over)."""
@@ -220,7 +268,9 @@ class ThreadBulkhead:
             shrink = self.pool_size - pool_size
             self.pool_size = pool_size
             self.queue_size = queue_size
-            self.permits.resize(pool_size + queue_size)
+            self.fixed.resize(pool_size + queue_size)
+            if self.following:
+                return  # the adaptive limit sizes the pool
             for _ in range(min(max(0, shrink), len(self._threads))):
                 self._queue.put(None)  # one worker exits per None
                 self._threads.pop()
@@ -239,11 +289,20 @@ class ThreadBulkhead:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         notify: Callable[[], None] | None = None,
+        permits: ConcurrencyLimit | None = None,
+        quiet: bool = False,
     ) -> Job:
-        """Queue a call; the caller must have taken a permit from ``self.permits``."""
-        if len(self._threads) < self.pool_size:
-            self._start_workers()
-        job = Job(fn, args, kwargs, notify)
+        """Queue a call; the caller must have taken a permit from ``permits`` (default: the
+        pool's ``permits``). ``notify`` is called once the job is over (run or skipped);
+        ``quiet``: the permit goes back without a latency sample."""
+        if permits is None:
+            permits = self.permits
+        if self.following:
+            if len(self._threads) < permits.in_use:
+                self._start_workers(permits.in_use)
+        elif len(self._threads) < self.pool_size:
+            self._start_workers(self.pool_size)
+        job = Job(fn, args, kwargs, notify, permits, quiet)
         self._queue.put(job)
         return job
 
@@ -256,9 +315,9 @@ class ThreadBulkhead:
                 job.state = _ABANDONED
                 self.abandoned += 1
 
-    def _start_workers(self) -> None:
+    def _start_workers(self, wanted: int) -> None:
         with self._lock:
-            while len(self._threads) < self.pool_size:
+            while len(self._threads) < wanted:
                 t = threading.Thread(
                     target=self._work,
                     name=f"resilience-{self.name}-{len(self._threads)}",
@@ -275,12 +334,13 @@ class ThreadBulkhead:
             job = queue.get()
             if job is None:
                 return
-            # Read per job: the admission may be swapped for a limit that learns (adaptive).
-            permits = self.permits
+            permits = job.permits
             with lock:
                 if job.state == _ABANDONED:  # the caller timed out while the job was queued
-                    permits.release(0.0, True)
+                    self._give(job, 0.0, True)
                     job.done.release()
+                    if job.notify is not None:
+                        self._notify(job.notify)
                     continue
                 job.state = _RUNNING
                 self.running += 1
@@ -291,6 +351,7 @@ class ThreadBulkhead:
             measure = self.measure
             start = clock() if measure else 0.0
             dropped = True
+            leave = False
             try:
                 job.result = job.ctx.run(job.fn, *job.args, **job.kwargs)
                 dropped = False
@@ -306,10 +367,31 @@ class ThreadBulkhead:
                         self.abandoned -= 1
                         dropped = True
                     job.state = _DONE
-                    permits.release(clock() - start if measure else 0.0, dropped)
+                    self._give(job, clock() - start if measure else 0.0, dropped)
+                    leave = self._surplus(permits)
                 job.done.release()
                 if job.notify is not None:
                     self._notify(job.notify)
+            if leave:
+                return
+
+    @staticmethod
+    def _give(job: Job, latency: float, dropped: bool) -> None:
+        if job.quiet:
+            job.permits.give_back()
+        else:
+            job.permits.release(latency, dropped)
+
+    def _surplus(self, permits: ConcurrencyLimit) -> bool:
+        # Called with the lock held: while following a limit, a worker beyond what the limit
+        # (or the calls it admitted) needs leaves the pool.
+        if not self.following or len(self._threads) <= max(permits.limit, permits.in_use):
+            return False
+        me = threading.current_thread()
+        if me in self._threads:
+            self._threads.remove(me)
+            return True
+        return False
 
     @staticmethod
     def _notify(notify: Callable[[], None]) -> None:

@@ -1,8 +1,9 @@
 """A dependency: what every call to one named dependency shares.
 
 One ``Dependency`` per key holds the policy, the breaker, the rolling window, the limits (the
-semaphore permits, the thread pool, and the slots for a rate limiter, an adaptive concurrency
-limit and a retry budget) and the per-loop coroutine deadlines. Calls run through it in the
+semaphore permits, the thread pool, an adaptive concurrency limit and a token bucket when the
+policy asks for them), the retry and hedge budgets shared by its call sites, the experiments
+touching it (``_shadow``) and the per-loop coroutine deadlines. Calls run through it in the
 pipeline of ``_sync`` / ``_async``; ``Recorder`` (``_record``) records what they end in.
 """
 
@@ -19,20 +20,25 @@ from typing import Any, TypeVar
 
 import attrs
 
-from ..context import FIT
-from ..errors import CallTimeoutError, ConfigError
-from ._breaker import REJECT, RUN, Breaker, State
+from ..errors import ConfigError
+from ._adaptive import AdaptiveLimiter
+from ._breaker import Breaker, State
 from ._bulkhead import ConcurrencyLimit, Permits, ThreadBulkhead
 from ._fallback import MISSING
 from ._guard import Guard
+from ._hedge import Hedge
+from ._load import HEDGE_OUTCOMES, LoadControl, LoadState
 from ._policy import Policy
+from ._ratelimit import TokenBucket
 from ._record import Listener, Recorder
-from ._retry import Retry, RetryBudgetState
-from ._throttle import TokenBucket
+from ._retry import Retry
+from ._shadow import Experiments
+from ._ticket import Ticket
+from ._ticket import begin as _begin
 from ._timeout import Deadlines
 from ._window import RETRIED, RollingWindow
 
-__all__ = ["Dependency", "Listener", "Ticket"]
+__all__ = ["HEDGE_OUTCOMES", "Dependency", "Listener", "Ticket"]
 
 T = TypeVar("T")
 
@@ -48,7 +54,7 @@ def _is_coroutine_function(fn: Any) -> bool:
     )
 
 
-class Dependency(Recorder):
+class Dependency(Recorder, LoadControl):
     """Everything calls to one named dependency share: policy, breaker, limits, statistics.
 
     Get one from the registry (``resilience.registry().dependency(name, ...)``) or through
@@ -80,11 +86,14 @@ class Dependency(Recorder):
         self.window = RollingWindow(policy.window, policy.buckets, clock, policy.slow_call_duration)
         self.breaker = Breaker(name, policy, self.window, self._emit, self._refresh)
         self.permits = Permits(policy.max_concurrent)
-        # Pipeline slots (rate limit, adaptive concurrency limit, retry budget): see
-        # _throttle, _bulkhead and _retry for the protocols.
+        # Load control, from the policy (_build_limits): the concurrency limit coroutines and
+        # semaphore calls take (the permits, or an adaptive limit that the pool follows too),
+        # the token bucket, and the budgets shared by call sites (by their config).
         self._limiter: ConcurrencyLimit = self.permits
+        self.adaptive: AdaptiveLimiter | None = None
         self._rate_limiter: TokenBucket | None = None
-        self._retry_budget: RetryBudgetState | None = None
+        self._load = LoadState()  # budgets, hedge counts, the observed p95 (_load)
+        self.experiments = Experiments()
         self._pool: ThreadBulkhead | None = None
         self._pool_lock = threading.Lock()
         self._dl_loop: asyncio.AbstractEventLoop | None = None
@@ -93,8 +102,9 @@ class Dependency(Recorder):
         self._loop_warned = False
         self._probation = PROBATION_CALLS
         self.lane = True
+        self.rated: TokenBucket | None = None
         self.fast_limit = 0.0
-        self._refresh()
+        self._build_limits(None)
         self.window.peak_probe = self._take_peak
         self._default_guard = Guard(self)
         _live.add(self)
@@ -130,44 +140,18 @@ class Dependency(Recorder):
         ignore: Any = (),
         retry: Retry | None = None,
         deadline: float | None = None,
+        hedge: Hedge | None = None,
     ) -> Guard:
-        """A call site's view of this dependency: fallback, ignored errors, retry, deadline."""
-        return Guard(self, fallback=fallback, ignore=ignore, retry=retry, deadline=deadline)
+        """A call site's view of this dependency: fallback, ignored errors, retry, deadline,
+        hedge."""
+        return Guard(
+            self, fallback=fallback, ignore=ignore, retry=retry, deadline=deadline, hedge=hedge
+        )
 
-    def begin(self) -> Ticket:
-        """Admit one call that the caller runs itself, outside ``call``/``acall``.
-
-        For IO the library cannot wrap in one function, such as a write pipelined to several
-        servers from one thread: send everything, then read every reply. This is
-        resilience4j's acquire / onSuccess / onError split. ``begin`` asks the active FIT
-        recipe (``ticket.fault``: apply it with ``fault.wrap_sync(fn, timeout)``), the breaker
-        (``CircuitOpenError``), the rate limit without waiting and the concurrency limit
-        (``BulkheadFullError``); the caller must end the ticket exactly once with
-        ``success()``, ``failure(exc)``, ``timeout()`` or ``cancel()``, and enforces
-        ``policy.timeout`` itself (socket timeouts).
-        """
-        fault = None
-        fit = FIT.get()
-        if fit is not None:
-            fault = fit.fault_for(self.name)
-        clock = self._clock
-        decision = RUN
-        if self.breaker.state is not _CLOSED:
-            decision = self.breaker.acquire(clock())
-            if decision == REJECT:
-                raise self._short_circuit(clock())
-        try:
-            bucket = self._rate_limiter
-            if bucket is not None:
-                delay = bucket.try_take(clock())
-                if delay > 0.0:
-                    raise self._rate_limited(delay)
-            if not self._limiter.try_acquire():
-                raise self._reject(decision, self._limiter.limit)
-        except BaseException:
-            self.breaker.release(decision)
-            raise
-        return Ticket(self, decision, clock(), fault)
+    # Admit one call the caller runs itself (``_ticket.begin``: FIT, breaker, rate limit,
+    # concurrency limit); the caller ends the ticket exactly once. A plain function made a
+    # method, not a wrapper: a cache zone's every operation takes this path.
+    begin = _begin
 
     @property
     def state(self) -> State:
@@ -187,10 +171,6 @@ class Dependency(Recorder):
         """The most calls in flight at once during the rolling window, whatever the isolation
         (coroutines and semaphore calls holding permits, plus pool workers running a call)."""
         return self.window.peak()
-
-    def retry_budget(self, retry: Retry) -> RetryBudgetState | None:
-        """The retry budget that callers retrying with ``retry`` share (None: unlimited)."""
-        return self._retry_budget
 
     def on_state_change(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(StateChange)`` on every transition; returns its remover."""
@@ -217,6 +197,7 @@ class Dependency(Recorder):
         if new.isolation != self.policy.isolation:
             raise ConfigError("isolation", "cannot change at runtime")
         old, self.policy = self.policy, new
+        self._build_limits(old)
         if (old.window, old.buckets, old.slow_call_duration) != (
             new.window,
             new.buckets,
@@ -239,7 +220,7 @@ class Dependency(Recorder):
         with self._pool_lock:
             if self._pool is None and policy.isolation != self.policy.isolation:
                 self.policy = attrs.evolve(self.policy, isolation=policy.isolation)
-        self.update_policy(**attrs.asdict(policy))
+        self.update_policy(**attrs.asdict(policy, recurse=False))
         self.declared_policy = policy
         self.declared = True
 
@@ -256,6 +237,13 @@ class Dependency(Recorder):
         self._clock = clock
         self.window._clock = clock
         self.window.resize(self.policy.window, self.policy.buckets, self.policy.slow_call_duration)
+        # Budgets, buckets and experiments keep times of the old clock: start them afresh.
+        hedges = self._load.hedges
+        self._load = LoadState()
+        self._load.hedges = hedges  # counters are cumulative: they survive a clock change
+        self.experiments.clear()
+        if self.policy.rate_limit is not None:
+            self.rate_limiter = TokenBucket(self.policy.rate_limit, clock)
         if sleep is None:
             self._sleep, self._asleep = time.sleep, asyncio.sleep
         else:
@@ -294,12 +282,12 @@ class Dependency(Recorder):
         # bulkhead, no rate limit, first calls made). ``fast_limit``: the latency below which
         # a sync fast-path call is a plain success (neither slow nor past its timeout, nor long
         # enough to matter if it held up an event loop).
-        self.lane = (
-            self.breaker.state is _CLOSED
-            and self._limiter is self.permits
-            and self._rate_limiter is None
-            and self._probation <= 0
+        plain = (
+            self.breaker.state is _CLOSED and self._limiter is self.permits and self._probation <= 0
         )
+        self.lane = plain and self._rate_limiter is None
+        # ``rated``: the same, with a token bucket the fast path takes from itself.
+        self.rated = self._rate_limiter if plain else None
         slow = self.policy.slow_call_duration
         limit = min(self.policy.timeout, LOOP_CHECK_AFTER)
         self.fast_limit = limit if slow is None else min(slow, limit)
@@ -328,6 +316,8 @@ class Dependency(Recorder):
             if self._pool is None:
                 p = self.policy
                 self._pool = ThreadBulkhead(self.name, p.pool_size, p.queue_size)
+                if self.adaptive is not None:
+                    self._pool.follow(self.adaptive)
             return self._pool
 
     def _deadlines_for(self, loop: asyncio.AbstractEventLoop) -> Deadlines:
@@ -344,6 +334,10 @@ class Dependency(Recorder):
         # In a forked child only the forking thread exists: calls other threads had in flight
         # never finish there, so their permits, trial slots and held locks are dropped.
         self.permits.reset_after_fork()
+        if self.adaptive is not None:
+            self.adaptive.reset_after_fork()
+        self.experiments.clear()
+        self._load.lock = threading.Lock()
         self._pool_lock = threading.Lock()
         self._deadlines.clear()
         self._dl_loop = self._dl = None
@@ -361,43 +355,3 @@ def _reset_after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
-
-
-class Ticket:
-    """One call admitted by ``Dependency.begin``; end it exactly once."""
-
-    __slots__ = ("_decision", "_dependency", "_ended", "_start", "fault")
-
-    def __init__(self, dependency: Dependency, decision: int, start: float, fault: Any) -> None:
-        self._dependency = dependency
-        self._decision = decision
-        self._start = start
-        self._ended = False
-        self.fault = fault
-
-    def _end(self, dropped: bool) -> tuple[Dependency, float, float]:
-        if self._ended:
-            raise RuntimeError("a Ticket is ended exactly once")
-        self._ended = True
-        dep = self._dependency
-        now = dep._clock()
-        dep._limiter.release(now - self._start, dropped)
-        return dep, now - self._start, now
-
-    def success(self) -> None:
-        dep, latency, now = self._end(False)
-        dep._success(self._decision, latency, now)
-
-    def failure(self, error: Exception, ignore: tuple[type[BaseException], ...] = ()) -> None:
-        dep, latency, now = self._end(not (ignore and isinstance(error, ignore)))
-        dep._failed(self._decision, error, latency, now, ignore)
-
-    def timeout(self) -> CallTimeoutError:
-        """Record a timeout; returns the ``CallTimeoutError`` to raise."""
-        dep, latency, now = self._end(True)
-        return dep._timeout(self._decision, latency, now)
-
-    def cancel(self) -> None:
-        """The call never ran (the caller gave up before sending): record nothing."""
-        dep, _, _ = self._end(False)
-        dep.breaker.release(self._decision)

@@ -24,7 +24,7 @@ from ..errors import FallbackFailedError
 from ._window import EXCEPTION_THROWN, FALLBACK_FAILURE, FALLBACK_MISSING, FALLBACK_SUCCESS
 
 if TYPE_CHECKING:
-    from ._dependency import Dependency
+    from ._record import Recorder as Dependency  # the dependency, or an experiment's shadow
 
 __all__ = ["MISSING", "fallback_async", "fallback_sync", "thrown"]
 

@@ -3,7 +3,7 @@
 What a ``Guard`` holds belongs to one decorated function (or one ``Dependency.guard()``); what
 every caller of the key shares (breaker, limits, window) is the ``Dependency``. The guard's
 ``call`` / ``acall`` are the sync and async drivers (``_sync``, ``_async``); ``fast_sync`` /
-``fast_async`` build the decorator's closures.
+``fast_async`` build the decorator's closures (``_fast``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from . import _async, _sync
+from . import _async, _fast, _sync
 from ._fallback import MISSING
+from ._hedge import Hedge, HedgeThrottle
 from ._retry import Retrier, Retry
 
 if TYPE_CHECKING:
@@ -62,6 +63,8 @@ class Guard:
         retry: a ``Retry``; nothing retries without one.
         deadline: seconds bounding the whole call, every attempt, token wait and back-off
             included (``Policy.timeout`` bounds each attempt). None: no bound beyond those.
+        hedge: a ``Hedge``: slow (or failed) attempts are raced by another one; for coroutine
+            functions and for sync functions under thread isolation (``_hedging``).
     """
 
     __slots__ = (
@@ -70,9 +73,11 @@ class Guard:
         "dependency",
         "fallback",
         "fast_ok",
+        "hedge",
         "ignore",
         "plain",
         "retry",
+        "throttle",
     )
 
     call = _sync.call
@@ -86,28 +91,37 @@ class Guard:
         ignore: Any = (),
         retry: Any = None,
         deadline: Any = None,
+        hedge: Any = None,
     ) -> None:
         if retry is not None and not isinstance(retry, Retry):
             raise ConfigError("retry", f"must be a resilience.Retry, got {retry!r}")
+        if hedge is not None and not isinstance(hedge, Hedge):
+            raise ConfigError("hedge", f"must be a resilience.Hedge, got {hedge!r}")
         self.dependency = dependency
         self.fallback = fallback
         self.ignore = exception_types("ignore", ignore)
         self.retry = retry if retry is not None and retry.attempts > 1 else None
         self.deadline = _deadline(deadline)
         self._budget = None if self.retry is None else dependency.retry_budget(self.retry)
-        # ``plain``: nothing to do when a call starts (no deadline, no budget to pay into).
-        # ``fast_ok``: nor after a success (no result to inspect); the decorator's
-        # closed-circuit fast path serves such guards.
-        self.plain = self.deadline is None and self._budget is None
+        self.hedge: Hedge | None = hedge
+        self.throttle: HedgeThrottle | None = (
+            None if hedge is None else dependency.hedge_throttle(hedge)
+        )
+        # ``plain``: nothing to do when a call starts (no deadline, no hedge budget to pay
+        # into; the retry budget counts calls from the window). ``fast_ok``: nor after a
+        # success (no result to inspect); the decorator's closed-circuit fast path serves such
+        # guards.
+        self.plain = self.deadline is None and hedge is None
         self.fast_ok = self.plain and (self.retry is None or self.retry.on_result is None)
 
     def start(self) -> float | None:
-        """A caller call begins: pay into the retry budget; its deadline (clock time) or None."""
-        if self._budget is None and self.deadline is None:
+        """A caller call begins: pay into the hedge budget; its deadline (clock time) or None.
+        (The retry budget counts the dependency's calls from its window.)"""
+        if self.plain:
             return None
         now = self.dependency._clock()
-        if self._budget is not None:
-            self._budget.deposit(now)
+        if self.throttle is not None:
+            self.throttle.on_call(now)
         return None if self.deadline is None else now + self.deadline
 
     def retrier(self) -> Retrier | None:
@@ -122,7 +136,7 @@ class Guard:
         return await _async.call_in_pool(self, fn, args, kwargs)
 
     def fast_sync(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        return _sync.fast(self, fn)
+        return _fast.fast_sync(self, fn)
 
     def fast_async(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        return _async.fast(self, fn)
+        return _fast.fast_async(self, fn)

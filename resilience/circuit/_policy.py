@@ -13,6 +13,8 @@ from typing import Any, Literal
 import attrs
 
 from ..errors import ConfigError
+from ._adaptive import AdaptiveLimit
+from ._ratelimit import RateLimit
 
 __all__ = ["DEFAULT_POLICY", "Isolation", "Policy", "count_validator"]
 
@@ -78,6 +80,14 @@ def _rate(*, allow_none: bool = False) -> Any:
     return check
 
 
+def _instance(kind: type, public: str) -> Any:
+    def check(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None and not isinstance(value, kind):
+            raise ConfigError(attribute.name, f"must be a {public} or None, got {value!r}")
+
+    return check
+
+
 def _isolation(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value not in ("thread", "semaphore"):
         raise ConfigError(attribute.name, f"must be 'thread' or 'semaphore', got {value!r}")
@@ -105,6 +115,10 @@ class Policy:
         consecutive_failures: optional third trigger (mcrouter's TKO): open after this many
             failures in a row, whatever the window holds. A stalled node behind heavy healthy
             traffic then opens in N timeouts instead of after the window's rate catches up.
+        limit: an ``AdaptiveLimit``: the calls admitted at once follow measured latency instead
+            of ``max_concurrent`` / ``pool_size`` (the pool then runs one worker per admitted
+            call and ``queue_size`` is not used: ``AdaptiveLimit(wait=...)`` lets calls wait).
+        rate_limit: a ``RateLimit``: a token bucket every call takes from before it is run.
     """
 
     timeout: float = attrs.field(default=DEFAULT_TIMEOUT, validator=_number(positive=True))
@@ -125,6 +139,12 @@ class Policy:
     )
     half_open_calls: int = attrs.field(default=DEFAULT_HALF_OPEN_CALLS, validator=_count(minimum=1))
     consecutive_failures: int | None = attrs.field(default=None, validator=_count_or_none)
+    limit: AdaptiveLimit | None = attrs.field(
+        default=None, validator=_instance(AdaptiveLimit, "resilience.AdaptiveLimit")
+    )
+    rate_limit: RateLimit | None = attrs.field(
+        default=None, validator=_instance(RateLimit, "resilience.RateLimit")
+    )
 
     def __attrs_post_init__(self) -> None:
         if (self.slow_call_duration is None) != (self.slow_call_rate is None):

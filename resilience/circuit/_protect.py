@@ -13,6 +13,8 @@ import wrapt
 from ..errors import ConfigError
 from ._fallback import MISSING
 from ._guard import Guard
+from ._hedge import Hedge
+from ._hedging import check_hedge
 from ._policy import Policy
 from ._registry import Registry
 from ._registry import registry as default_registry
@@ -24,7 +26,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 # Keywords of protect itself: they belong to one decorated function, not to the shared Policy.
-PROTECT_KEYWORDS = ("fallback", "ignore", "retry", "deadline", "policy", "registry")
+PROTECT_KEYWORDS = ("fallback", "ignore", "retry", "deadline", "hedge", "policy", "registry")
 # Names users reach for that mean something else here.
 _REDIRECTS = {
     "retries": "to retry, pass retry=Retry(attempts={value!r}) (attempts count the first call)",
@@ -32,6 +34,9 @@ _REDIRECTS = {
     "retry_on": "to choose what is retried, pass retry=Retry(on=...)",
     "exclude": "exceptions that are not failures go in ignore=(...)",
     "fallback_function": "pass the fallback as fallback=...",
+    "adaptive_limit": "pass limit=AdaptiveLimit(...)",
+    "rate": "pass rate_limit=RateLimit({value!r})",
+    "retry_budget": "pass retry=Retry(budget=RetryBudget(...))",
 }
 
 
@@ -52,6 +57,15 @@ def unknown_keyword(name: str, value: Any) -> ConfigError:
     )
 
 
+class _Protected(wrapt.FunctionWrapper):  # type: ignore[type-arg]
+    """A wrapt wrapper carrying its guard: attributes set on a plain wrapper would be set on the
+    wrapped object (a bound method refuses them)."""
+
+    @property
+    def __resilience_guard__(self) -> Guard:
+        return self._self_guard  # type: ignore[no-any-return]
+
+
 def protect(
     name: str,
     *,
@@ -59,6 +73,7 @@ def protect(
     ignore: type[BaseException] | tuple[type[BaseException], ...] = (),
     retry: Retry | None = None,
     deadline: float | None = None,
+    hedge: Hedge | None = None,
     policy: Policy | None = None,
     registry: Registry | None = None,
     **options: Any,
@@ -75,8 +90,12 @@ def protect(
         retry: a ``Retry``; each attempt passes the breaker, rejections are never retried.
         deadline: seconds the whole call may take, every attempt, wait and back-off included
             (``timeout`` bounds each attempt). None: no bound beyond the attempts'.
-        policy: a full ``Policy``; or give its fields as keywords (``timeout=0.5``).
-        registry: the registry to use instead of the default one.
+        hedge: a ``Hedge``: race a slow (or failed) attempt with another; coroutine
+            functions and sync functions under thread isolation only (``ConfigError`` for a
+            sync function under ``isolation="semaphore"``).
+        policy: a full ``Policy``; or give its fields as keywords (``timeout=0.5``,
+            ``limit=AdaptiveLimit()``, ``rate_limit=RateLimit(100)``).
+        registry: the registry to use instead of the default one (even an empty one).
 
     The decorated function keeps its signature, docstring, typing and
     ``inspect.iscoroutinefunction``. A fallback receives exactly the arguments the decorated
@@ -87,8 +106,14 @@ def protect(
     for key, value in options.items():
         if key not in fields:
             raise unknown_keyword(key, value)
-    dependency = (registry or default_registry()).dependency(name, policy, **options)
-    guard = Guard(dependency, fallback=fallback, ignore=ignore, retry=retry, deadline=deadline)
+    if registry is not None and not isinstance(registry, Registry):
+        raise ConfigError("registry", f"must be a resilience.Registry, got {registry!r}")
+    # ``is None``, never ``or``: a Registry with no dependency yet is empty, so falsy.
+    reg = default_registry() if registry is None else registry
+    dependency = reg.dependency(name, policy, **options)
+    guard = Guard(
+        dependency, fallback=fallback, ignore=ignore, retry=retry, deadline=deadline, hedge=hedge
+    )
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         target: Any = fn
@@ -105,6 +130,8 @@ def protect(
                 "or protect the call that fetches each page or item.",
             )
         is_async = inspect.iscoroutinefunction(inner)
+        if hedge is not None:
+            check_hedge(dependency, is_async)
         if not is_async and inspect.iscoroutinefunction(fallback):
             raise ConfigError("fallback", f"{fn!r} is sync; its fallback cannot be a coroutine")
         if not is_async and dependency.policy.isolation == "thread":
@@ -120,7 +147,9 @@ def protect(
         else:
             # Bound methods, classmethod/staticmethod objects, callable instances, partials:
             # wrapt's FunctionWrapper binds them correctly and keeps their identity.
-            wrapper = wrapt.FunctionWrapper(fn, guard.acall if is_async else guard.call)
+            wrapper = _Protected(fn, guard.acall if is_async else guard.call)
+            wrapper._self_guard = guard
+            return wrapper  # type: ignore[no-any-return]
         wrapper.__resilience_guard__ = guard
         return wrapper  # type: ignore[no-any-return]
 

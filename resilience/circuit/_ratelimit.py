@@ -10,6 +10,7 @@ argument and never block:
 
 - ``try_take(now) -> float``: ``0.0`` when a token was taken; otherwise the seconds until one
   will be available, and nothing is taken.
+- ``until(now) -> float``: seconds until a token is due (0.0: one is there); takes nothing.
 - ``available(now) -> float``: tokens in the bucket (the gauge
   ``resilience_rate_limit_available_tokens``; 0 while waiters hold reservations).
 - ``reserve(now, max_wait) -> float | None``: take a token now or book the next one if it is
@@ -103,6 +104,11 @@ class TokenBucket:
         self._stamp = clock()
         self._lock = threading.Lock()
 
+    @property
+    def wait(self) -> float:
+        """Seconds a call may wait for a token (the config's ``wait``)."""
+        return self.config.wait
+
     def _refill(self, now: float) -> float:
         # Callers on other threads may pass a ``now`` read just before ours: time never goes back.
         elapsed = now - self._stamp
@@ -143,6 +149,12 @@ class TokenBucket:
         with self._lock:
             tokens = self._refill(now) + 1.0
             self._tokens = tokens if tokens < self._capacity else self._capacity
+
+    def until(self, now: float) -> float:
+        """Seconds until a token is due at ``now`` (0.0: one is there); takes nothing."""
+        with self._lock:
+            tokens = self._refill(now)
+        return 0.0 if tokens >= _WHOLE else (1.0 - tokens) / self._per_second
 
     def available(self, now: float) -> float:
         """Tokens in the bucket at ``now`` (never negative)."""

@@ -12,7 +12,14 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BulkheadFullError, CallTimeoutError, CircuitOpenError, RejectedError
+from ..errors import (
+    BulkheadFullError,
+    CallTimeoutError,
+    CircuitOpenError,
+    LimitExceededError,
+    RateLimitedError,
+)
+from ._adaptive import AdaptiveLimiter
 from ._breaker import RUN, Breaker, State, StateChange
 from ._window import (
     FAILURE,
@@ -28,7 +35,9 @@ from ._window import (
 )
 
 if TYPE_CHECKING:
+    from ._bulkhead import ConcurrencyLimit
     from ._policy import Policy
+    from ._ratelimit import TokenBucket
     from ._retry import Retrier
 
 __all__ = ["Listener", "Recorder"]
@@ -74,13 +83,18 @@ class Recorder:
         err.__cause__ = br.last_error
         return err
 
-    def _reject(self, decision: int, limit: int) -> BulkheadFullError:
+    def _reject(self, limit: ConcurrencyLimit, waited: float = 0.0) -> BulkheadFullError:
+        """A call the concurrency limit refused: ``LimitExceededError`` for an adaptive limit,
+        ``BulkheadFullError`` for a fixed one."""
         self.window.record(REJECTED, self._clock())
-        return BulkheadFullError(self.name, limit)
+        if isinstance(limit, AdaptiveLimiter):
+            return LimitExceededError(self.name, limit.limit, limit.inflight, waited)
+        return BulkheadFullError(self.name, limit.limit)
 
-    def _rate_limited(self, retry_after: float) -> RejectedError:
+    def _rate_limited(self, bucket: TokenBucket, retry_after: float) -> RateLimitedError:
         self.window.record(RATE_LIMITED, self._clock())
-        return RejectedError(self.name, f"rate limited; next token in {retry_after:.3f}s")
+        config = bucket.config
+        return RateLimitedError(self.name, retry_after, config.rate, config.per)
 
     def _success(self, decision: int, latency: float, now: float) -> None:
         window = self.window

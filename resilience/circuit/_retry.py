@@ -5,8 +5,10 @@ seconds) or stop. The sync and async drivers only sleep and call again. tenacity
 wait strategies (``Retry(wait=...)`` takes any of them); the loop is the library's own, so the
 attempt count, the call's deadline and the dependency's retry budget decide together.
 
-A dependency may carry a retry budget, shared by every caller of its key. The step needs this
-of it (``RetryBudget`` supplies one):
+Retries spend a retry budget (``Retry(budget=RetryBudget(...))``, on by default with Finagle's
+defaults; ``budget=None``: unlimited), shared by every caller of one dependency key that retries
+with the same budget settings (``Dependency.retry_budget``). The step needs this of it
+(``_budget.RetryAccount`` supplies one):
 
 ```python
 class RetryBudgetState(Protocol):
@@ -29,6 +31,7 @@ import attrs
 import tenacity
 
 from ..errors import ConfigError, FallbackFailedError, RejectedError
+from ._budget import RetryBudget
 from ._policy import count_validator
 
 __all__ = ["NETWORK_ERRORS", "NetworkErrors", "Retrier", "Retry", "RetryBudgetState"]
@@ -113,6 +116,13 @@ def _check_wait(inst: object, attribute: attrs.Attribute[Any], value: Any) -> No
         raise ConfigError(attribute.name, f"must be a tenacity wait strategy, got {value!r}")
 
 
+def _check_budget(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not isinstance(value, RetryBudget):
+        raise ConfigError(
+            attribute.name, f"must be a resilience.RetryBudget or None (no budget), got {value!r}"
+        )
+
+
 def _check_on_result(inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and not callable(value):
         raise ConfigError(attribute.name, f"must be a predicate on the result, got {value!r}")
@@ -131,6 +141,11 @@ class Retry:
             timed out) and the network errors of aiohttp, httpx and requests.
         on_result: a predicate on a successful result; true retries it (an HTTP 503 response,
             say). When attempts run out, the caller gets the last result.
+        budget: the retry budget (Finagle's): every caller call deposits, every retry
+            withdraws, and with the budget spent a retry is not made (counted
+            ``budget_exhausted``; the last error, or the fallback, is returned). Shared by
+            every caller of the dependency key with the same budget. Default
+            ``RetryBudget()``: 20% of the calls plus 10 a second, over 10 s. None: no budget.
 
     Rejections (open circuit, full bulkhead, rate limit), ignored exceptions and failed
     fallbacks are never retried. Every attempt passes the breaker and the limits again and is
@@ -145,6 +160,7 @@ class Retry:
     )
     on: RetryOn = attrs.field(default=NETWORK_ERRORS, converter=_as_on, validator=_check_on)
     on_result: Callable[[Any], bool] | None = attrs.field(default=None, validator=_check_on_result)
+    budget: RetryBudget | None = attrs.field(factory=RetryBudget, validator=_check_budget)
 
 
 class RetryBudgetState(Protocol):

@@ -1,35 +1,40 @@
 """The sync driver: one call through the pipeline, waiting with threads and sleeps.
 
 FIT -> breaker -> rate limit -> concurrency limit -> timeout -> run -> record -> retry ->
-fallback. The steps decide (``_fit``, ``Breaker``, ``_throttle``, ``_bulkhead``, ``_timeout``,
-``Retrier``, ``_fallback``); this module only calls, waits and sleeps. ``attempt`` is one pass
-from the breaker to the record and answers ``(outcome, value)``; a refusal (open circuit, full
-bulkhead, no token) raises, is never retried and goes to the fallback. ``run`` is the loop over
-attempts. ``fast`` builds the decorator's closure: the closed-circuit success path of semaphore
-isolation inlined (one frame, no lock), everything else handed to ``call``.
+fallback. The steps decide (``_experiment``, ``Breaker``, ``_throttle``, ``_bulkhead``,
+``_timeout``, ``Retrier``, ``_fallback``); this module only calls, waits and sleeps.
+``attempt`` is one pass from the breaker to the record and answers ``(outcome, value)``; a
+refusal (open circuit, full bulkhead, no token) raises, is never retried and goes to the
+fallback. ``run`` is the loop over attempts. ``attempt_routed`` is one pass on a route chosen
+per attempt (``_experiment``): a tagged call's (``tagged``) or a hedged call's (``_hedging``).
+The decorator's closure is in ``_fast``.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..context import FIT
 from ..errors import RejectedError
 from ._breaker import REJECT, RUN, State
+from ._experiment import Plain, TaggedCall
 from ._fallback import fallback_sync, thrown
-from ._fit import inject_sync
-from ._throttle import next_wait
+from ._throttle import take
 from ._timeout import attempt_timeout
-from ._window import _FOLD_AT, IGNORED, SUCCESS, TIMEOUT
+from ._window import IGNORED, SUCCESS, TIMEOUT
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
+    from ..context import FaultContext
     from ._dependency import Dependency
+    from ._experiment import Route
     from ._guard import Guard
+    from ._record import Recorder
 
-__all__ = ["attempt", "call", "fast", "run"]
+__all__ = ["attempt", "attempt_routed", "call", "capacity", "run", "tagged", "take_token"]
+
+Attempt = Callable[..., tuple[int, Any]]
 
 _CLOSED = State.CLOSED
 _running_loop = asyncio._get_running_loop
@@ -49,9 +54,15 @@ def call(
         dep._warn_on_loop(fn)
     if dep._probation > 0:
         dep._first_calls()
-    if _fit_get() is not None:
-        fn = inject_sync(dep.name, fn, dep.policy.timeout)
+    fit = _fit_get()
+    if fit is not None:
+        return tagged(guard, fn, args, kwargs, fit)
     if not guard.plain:
+        if guard.hedge is not None:
+            from ._hedging import hedged_sync
+
+            one = hedged_sync(guard, Plain(dep))
+            return run(guard, fn, args, kwargs, guard.start(), None, one)
         return run(guard, fn, args, kwargs, guard.start())
     # The first attempt of a call with no deadline and no budget, kept short: for thread
     # isolation this is every call's path. With ``lane`` (closed circuit, no rate limit) the
@@ -70,6 +81,44 @@ def call(
     return fallback_sync(dep, guard.fallback, refused, args, kwargs)
 
 
+def tagged(
+    guard: Guard,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    fit: FaultContext,
+) -> Any:
+    """A call under a FIT recipe: every attempt routed into the experiment (``_shadow``)."""
+    dep = guard.dependency
+    tc = TaggedCall(dep, fit)
+    one: Attempt
+    if guard.hedge is not None:
+        from ._hedging import hedged_sync
+
+        one = hedged_sync(guard, tc)
+    else:
+
+        def one(
+            dep: Dependency,
+            fn: Callable[..., Any],
+            args: tuple[Any, ...],
+            kwargs: dict[str, Any],
+            ignore: tuple[type[BaseException], ...],
+            timeout: float,
+            deadline_at: float | None,
+        ) -> tuple[int, Any]:
+            route = tc.route(fn, timeout, capacity(dep))
+            try:
+                return attempt_routed(dep, route, args, kwargs, ignore, timeout, deadline_at)
+            finally:
+                tc.decided(route.rec, route.label)
+
+    try:
+        return run(guard, fn, args, kwargs, tc.start(guard), None, one, tc)
+    finally:
+        tc.finish()
+
+
 def run(
     guard: Guard,
     fn: Callable[..., Any],
@@ -77,12 +126,18 @@ def run(
     kwargs: dict[str, Any],
     deadline_at: float | None,
     first: tuple[int, Any] | None = None,
+    one: Attempt | None = None,
+    tc: TaggedCall | None = None,
 ) -> Any:
     """Attempts until one succeeds or the retry step stops; then the fallback step.
 
-    ``first`` is the outcome of an attempt already made (by the fast path)."""
+    ``first`` is the outcome of an attempt already made (by the fast path); ``one`` makes an
+    attempt (default :func:`attempt`); ``tc``: the call is tagged, its attempts were recorded
+    where ``tc.rec`` says, and so go its retries and fallback."""
     dep = guard.dependency
     clock = dep._clock
+    if one is None:
+        one = attempt
     retrier = None
     pending = first
     while True:
@@ -90,31 +145,33 @@ def run(
             timeout = attempt_timeout(dep.policy.timeout, deadline_at, clock())
             refused: RejectedError | None = None
             try:
-                outcome, value = attempt(dep, fn, args, kwargs, guard.ignore, timeout, deadline_at)
+                outcome, value = one(dep, fn, args, kwargs, guard.ignore, timeout, deadline_at)
             except RejectedError as exc:
                 refused = exc
             if refused is not None:  # raised here, outside the handler: no implicit context
-                return fallback_sync(dep, guard.fallback, refused, args, kwargs)
+                rec: Recorder = dep if tc is None else tc.rec
+                return fallback_sync(rec, guard.fallback, refused, args, kwargs)
         else:
             outcome, value = pending
             pending = None
+        rec = dep if tc is None else tc.rec
         if outcome == IGNORED:
-            raise thrown(dep, value)
+            raise thrown(rec, value)
         if retrier is None:
-            retrier = guard.retrier()
+            retrier = guard.retrier() if tc is None else tc.retrier(guard)
         if outcome == SUCCESS:
             if retrier is None or not retrier.wants(value):
                 return value
             wait = retrier.after_result(value, clock(), deadline_at)
             if wait is None:
-                dep._retries_stopped(retrier)
+                rec._retries_stopped(retrier)
                 return value
         else:
             wait = None if retrier is None else retrier.after_error(value, clock(), deadline_at)
             if wait is None:
-                dep._retries_stopped(retrier)
-                return fallback_sync(dep, guard.fallback, value, args, kwargs)
-        dep._retrying(outcome)
+                rec._retries_stopped(retrier)
+                return fallback_sync(rec, guard.fallback, value, args, kwargs)
+        rec._retrying(outcome)
         if wait > 0:
             dep._sleep(wait)
 
@@ -132,7 +189,7 @@ def attempt(
     decision = RUN if dep.lane else _admit(dep, deadline_at)
     try:
         if dep.policy.isolation == "thread":
-            return _in_pool(dep, decision, fn, args, kwargs, ignore, timeout)
+            return _in_pool(dep, decision, fn, args, kwargs, ignore, timeout, deadline_at)
         return _on_caller_thread(dep, decision, fn, args, kwargs, ignore, timeout, deadline_at)
     except BaseException:
         # Refused, or a BaseException passing through: the trial slot must not stay taken.
@@ -143,31 +200,89 @@ def attempt(
 
 def _admit(dep: Dependency, deadline_at: float | None) -> int:
     """The breaker and rate-limit steps: the breaker's decision, or a refusal raised."""
-    clock = dep._clock
     breaker = dep.breaker
     decision = RUN
     if breaker.state is not _CLOSED:
-        decision = breaker.acquire(clock())
+        now = dep._clock()
+        decision = breaker.acquire(now)
         if decision == REJECT:
-            raise dep._short_circuit(clock())
+            raise dep._short_circuit(now)
+    if dep._rate_limiter is not None:
+        try:
+            take_token(dep, dep, deadline_at)
+        except BaseException:
+            breaker.release(decision)
+            raise
+    return decision
+
+
+def take_token(dep: Dependency, rec: Recorder, deadline_at: float | None) -> None:
+    """The rate-limit step: a token now, or after a booked wait; else ``RateLimitedError``
+    (recorded by ``rec``)."""
     bucket = dep._rate_limiter
     if bucket is None:
-        return decision
-    waited = 0.0
+        return
+    granted, seconds = take(bucket, dep._clock(), deadline_at)
+    if not granted:
+        raise rec._rate_limited(bucket, seconds)
+    if seconds > 0.0:
+        slept = False
+        try:
+            dep._sleep(seconds)
+            slept = True
+        finally:
+            if not slept:  # interrupted: the booked token goes to the next caller
+                bucket.refund(dep._clock())
+
+
+def capacity(dep: Dependency) -> int:
+    """Permits of the limit a sync attempt holds: the pool's (threads and queue) or the
+    semaphore's."""
+    if dep.policy.isolation == "thread":
+        return (dep._pool or dep._thread_pool()).permits.limit
+    return dep._limiter.limit
+
+
+def attempt_routed(
+    dep: Dependency,
+    route: Route,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    ignore: tuple[type[BaseException], ...],
+    timeout: float,
+    deadline_at: float | None,
+) -> tuple[int, Any]:
+    """One attempt on a route chosen already (its breakers passed): rate limit -> limit ->
+    run -> recorded by the route's recorder (and mirrored into a shadow)."""
+    rec = route.rec
+    clock = dep._clock
+    thread = dep.policy.isolation == "thread"
     try:
-        while True:
-            now = clock()
-            delay = bucket.try_take(now)
-            if delay <= 0.0:
-                return decision
-            sleep = next_wait(delay, waited, bucket.wait, deadline_at, now)
-            if sleep is None:
-                raise dep._rate_limited(delay)
-            dep._sleep(sleep)
-            waited += sleep
-    except BaseException:
-        breaker.release(decision)
+        take_token(dep, rec, deadline_at)
+        start = clock()
+        if thread:
+            outcome, value = _in_pool(
+                dep, route.decision, route.fn, args, kwargs, ignore, timeout,
+                deadline_at, rec, route.sample, route.close,
+            )  # fmt: skip
+        else:
+            outcome, value = _on_caller_thread(
+                dep, route.decision, route.fn, args, kwargs, ignore, timeout,
+                deadline_at, rec, route.sample,
+            )  # fmt: skip
+    except RejectedError as exc:  # no token, or no permit: never ran
+        rec.breaker.release(route.decision)
+        route.refused(exc)
         raise
+    except BaseException:
+        route.abandon()
+        route.close()
+        raise
+    now = clock()
+    route.finished(outcome, value, now - start, now)
+    if not thread:
+        route.close()
+    return outcome, value
 
 
 def _on_caller_thread(
@@ -179,36 +294,52 @@ def _on_caller_thread(
     ignore: tuple[type[BaseException], ...],
     timeout: float,
     deadline_at: float | None,
+    rec: Recorder | None = None,
+    sample: bool = True,
 ) -> tuple[int, Any]:
+    if rec is None:
+        rec = dep
     clock = dep._clock
     limit = dep._limiter
+    waited = 0.0
     if limit.wait > 0:
-        admitted = limit.acquire(attempt_timeout(limit.wait, deadline_at, clock()))
+        before = clock()
+        admitted = limit.acquire(attempt_timeout(limit.wait, deadline_at, before))
+        waited = clock() - before
     else:
         admitted = limit.try_acquire()
     if not admitted:
-        raise dep._reject(decision, limit.limit)
+        raise rec._reject(limit, waited)
     start = clock()
     try:
         result = fn(*args, **kwargs)
     except Exception as exc:
         error = exc
     except BaseException:
-        limit.release(clock() - start, False)
+        if sample:
+            limit.release(clock() - start, False)
+        else:
+            limit.give_back()
         raise
     else:
         # Not preemptible: a call that returned after its timeout is judged a timeout.
         now = clock()
         latency = now - start
         late = latency > timeout
-        limit.release(latency, late)
+        if sample:
+            limit.release(latency, late)
+        else:
+            limit.give_back()
         if late:
-            return TIMEOUT, dep._timeout(decision, latency, now, timeout)
-        dep._success(decision, latency, now)
+            return TIMEOUT, rec._timeout(decision, latency, now, timeout)
+        rec._success(decision, latency, now)
         return SUCCESS, result
     now = clock()
-    judged = dep._failed(decision, error, now - start, now, ignore)
-    limit.release(now - start, judged[0] != IGNORED)
+    judged = rec._failed(decision, error, now - start, now, ignore)
+    if sample:
+        limit.release(now - start, judged[0] != IGNORED)
+    else:
+        limit.give_back()
     return judged
 
 
@@ -220,20 +351,31 @@ def _in_pool(
     kwargs: dict[str, Any],
     ignore: tuple[type[BaseException], ...],
     timeout: float,
+    deadline_at: float | None = None,
+    rec: Recorder | None = None,
+    sample: bool = True,
+    done: Callable[[], None] | None = None,
 ) -> tuple[int, Any]:
+    # ``done``: called once the worker is through with the job (or at once if none was made).
+    if rec is None:
+        rec = dep
     pool = dep._pool or dep._thread_pool()
     permits = pool.permits
-    if not permits.try_acquire():
-        raise dep._reject(decision, permits.limit)
     clock = dep._clock
+    if permits.wait > 0:  # an adaptive limit that lets calls wait for a permit
+        before = clock()
+        if not permits.acquire(attempt_timeout(permits.wait, deadline_at, before)):
+            raise rec._reject(permits, clock() - before)
+    elif not permits.try_acquire():
+        raise rec._reject(permits)
     start = clock()
     job = None
     try:
-        job = pool.submit(fn, args, kwargs)
+        job = pool.submit(fn, args, kwargs, done, permits, not sample)
         finished = job.done.acquire(timeout=timeout)
     except BaseException:  # e.g. Ctrl-C while waiting: the worker finishes on its own
         if job is None:
-            permits.release(0.0, False)
+            permits.give_back()
         else:
             pool.abandon(job)
         raise
@@ -241,98 +383,11 @@ def _in_pool(
     latency = now - start
     if not finished:
         pool.abandon(job)
-        return TIMEOUT, dep._timeout(decision, latency, now, timeout)
+        return TIMEOUT, rec._timeout(decision, latency, now, timeout)
     error = job.error
     if error is None:
-        dep._success(decision, latency, now)
+        rec._success(decision, latency, now)
         return SUCCESS, job.result
     if isinstance(error, Exception):
-        return dep._failed(decision, error, latency, now, ignore)
+        return rec._failed(decision, error, latency, now, ignore)
     raise error  # KeyboardInterrupt, SystemExit...: the caller's, as if called directly
-
-
-def fast(guard: Guard, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """A closure running ``fn`` through ``guard``, for the decorator.
-
-    The closed-circuit success path of semaphore isolation with nothing else to do (no FIT
-    recipe, fixed bulkhead, no rate limit, past the first calls: ``dependency.lane``) is
-    inlined here: one frame, no lock (permits and success latencies are lock-free lists).
-    Every other case goes to the same pipeline as ``call``, with this attempt's outcome.
-    """
-    dep = guard.dependency
-    general = guard.call
-    if dep.policy.isolation != "semaphore" or not guard.fast_ok:
-
-        def protected_general(*args: Any, **kwargs: Any) -> Any:
-            return general(fn, None, args, kwargs)
-
-        return protected_general
-
-    window = dep.window
-    permits = dep.permits
-    free = permits._free
-    fit_get = FIT.get
-
-    def protected(*args: Any, **kwargs: Any) -> Any:
-        if not dep.lane or fit_get() is not None:
-            return general(fn, None, args, kwargs)
-        try:
-            free.pop()
-        except IndexError:
-            return general(fn, None, args, kwargs)
-        if len(free) < permits.low:  # peak concurrency, for the stream
-            permits.low = len(free)
-        clock = dep._clock
-        start = clock()
-        try:
-            result = fn(*args, **kwargs)
-        except Exception as exc:
-            error = exc
-        except BaseException:
-            permits.give()
-            raise
-        else:
-            if permits._debt:
-                permits.give()
-            else:
-                free.append(0)
-            now = clock()
-            latency = now - start
-            if latency < dep.fast_limit:
-                # RollingWindow.add_success, inlined: this is most calls' only bookkeeping.
-                ok = window._ok
-                if now < window._edge and len(ok) < _FOLD_AT:
-                    ok.append(latency)
-                else:
-                    window.add_success(latency, now)
-                return result
-            return _late(guard, fn, args, kwargs, result, latency, now)
-        permits.give()
-        now = clock()
-        first = dep._failed(RUN, error, now - start, now, guard.ignore)
-        return run(guard, fn, args, kwargs, None, first)
-
-    return protected
-
-
-def _late(
-    guard: Guard,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    result: Any,
-    latency: float,
-    now: float,
-) -> Any:
-    # A fast-path call that took long enough to matter: maybe slow (recorded as slow), past
-    # its timeout, or holding up an event loop running on this thread.
-    dep = guard.dependency
-    if _running_loop() is not None:
-        dep._warn_on_loop(fn)
-    timeout = dep.policy.timeout
-    if latency > timeout:
-        return run(
-            guard, fn, args, kwargs, None, (TIMEOUT, dep._timeout(RUN, latency, now, timeout))
-        )
-    dep._success(RUN, latency, now)
-    return result

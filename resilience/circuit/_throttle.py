@@ -1,43 +1,36 @@
 """The rate-limit step, between the breaker and the concurrency limit.
 
-A dependency may carry a token bucket (``Dependency.rate_limiter``; ``RateLimit`` supplies one).
-The step only needs this of it:
+A dependency whose policy has a ``rate_limit`` carries a ``TokenBucket`` (``_ratelimit``); every
+attempt takes one token from it before it may run. :func:`take` decides, without blocking:
 
-```python
-class TokenBucket(Protocol):
-    wait: float                              # seconds a call may wait for a token (0: none)
-    def try_take(self, now: float) -> float  # 0.0: a token was taken; else seconds until one
-```
+- a token is there: the call goes on at once;
+- none, but the config's ``wait`` (cut to what is left of the call's deadline) covers the time
+  until the next one: that token is booked (callers that wait are served in arrival order) and
+  the driver sleeps that long, then runs the call. A caller interrupted while it sleeps gives
+  the booked token back (``TokenBucket.refund``);
+- otherwise the call is refused: outcome ``rate_limited``, ``RateLimitedError`` (a
+  ``RejectedError``, with ``retry_after``) or the fallback; never run, never retried.
 
-``try_take`` never blocks and takes nothing when it answers a delay. The drivers ask, and while
-the answer fits in what is left of the call's ``wait`` (and of its deadline) they sleep that long
-and ask again; otherwise the call is refused (outcome ``rate_limited``, a ``RejectedError``, or
-the fallback), never run, never retried.
+The lock inside the bucket is held for a few float operations, never while anything runs.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from ._ratelimit import TokenBucket
 
-__all__ = ["TokenBucket", "next_wait"]
-
-
-class TokenBucket(Protocol):
-    """What the rate-limit step asks of a limiter."""
-
-    wait: float
-
-    def try_take(self, now: float) -> float:
-        """0.0 when a token was taken; otherwise the seconds until one is due (none taken)."""
-        ...
+__all__ = ["TokenBucket", "take"]
 
 
-def next_wait(
-    delay: float, waited: float, wait: float, deadline_at: float | None, now: float
-) -> float | None:
-    """After ``try_take`` answered ``delay`` > 0: seconds to sleep before asking again, or
-    ``None`` when the call must be refused (the token is due after its wait or deadline)."""
-    left = wait - waited
-    if deadline_at is not None:
-        left = min(left, deadline_at - now)
-    return delay if delay <= left else None
+def take(bucket: TokenBucket, now: float, deadline_at: float | None) -> tuple[bool, float]:
+    """``(True, seconds to sleep before running)`` with a token held (or booked), or
+    ``(False, seconds until a token is due)`` when the call must be refused."""
+    wait = bucket.wait
+    if deadline_at is not None and deadline_at - now < wait:
+        wait = deadline_at - now
+    if wait <= 0.0:
+        delay = bucket.try_take(now)
+        return (True, 0.0) if delay <= 0.0 else (False, delay)
+    booked = bucket.reserve(now, wait)
+    if booked is None:
+        return False, bucket.until(now)
+    return True, booked

@@ -155,6 +155,9 @@ class RollingWindow:
         # Most calls in flight since it was last asked (the dependency's permits and pool);
         # asked when a bucket closes and when the peak is read.
         self.peak_probe: Callable[[], int] | None = None
+        # Told of each bucket as it closes: (caller calls in it, when). Retry budgets count
+        # their deposits this way, at no cost to a call (see Dependency.retry_budget).
+        self.on_close: Callable[[int, float], None] | None = None
         # Attempts followed by a retry, per outcome: cumulative only (see ``superseded``).
         self._superseded = [0] * _N_OUT
         # Successes are appended here without a lock (list.append is atomic) and folded into
@@ -170,6 +173,7 @@ class RollingWindow:
     def resize(self, window: float, buckets: int, slow_call: float | None) -> None:
         """Apply a new window shape; counts kept so far move to the cumulative totals."""
         with self._lock:
+            self._close()
             for i in range(len(self._rows)):
                 self._fold(i)
                 self._retire(i)
@@ -220,10 +224,32 @@ class RollingWindow:
                 return
         row[_SLOW - 1] += k - below
 
+    def _calls_in(self, i: int) -> int:
+        # Called with the lock held: caller calls recorded in row i (attempts, less retries).
+        row = self._rows[i]
+        attempts = sum(row[outcome] for outcome in CALL_OUTCOMES) + len(self._pending[i])
+        return int(attempts - row[RETRIED])
+
+    def _close(self) -> None:
+        # Called with the lock held: the current bucket closes (time moved on, or a reset).
+        on_close = self.on_close
+        if on_close is not None:
+            calls = self._calls_in(self._epoch % self._n)
+            if calls > 0:
+                on_close(calls, min(self._edge, self._clock()))
+
+    def open_calls(self, now: float) -> int:
+        """Caller calls recorded in the bucket still open at ``now`` (closed ones were told to
+        ``on_close``)."""
+        with self._lock:
+            self._advance(int(now / self._width))
+            return self._calls_in(self._epoch % self._n)
+
     def _advance(self, epoch: int) -> None:
         # Called with the lock held. Clears every bucket the clock moved past.
         if epoch <= self._epoch:  # a clock that went backwards keeps the current bucket
             return
+        self._close()
         if self.peak_probe is not None:  # the closing bucket gets the peak seen during it
             row = self._row
             row[_PEAK] = max(row[_PEAK], self.peak_probe())
@@ -288,6 +314,7 @@ class RollingWindow:
     def reset(self) -> None:
         """Start a fresh window (the breaker closed); counts move to the cumulative totals."""
         with self._lock:
+            self._close()
             for i in range(len(self._rows)):
                 self._fold(i)
                 self._retire(i)

@@ -20,6 +20,7 @@ __all__ = [
     "circuit_view",
     "hystrix_command",
     "hystrix_pool",
+    "limit_view",
     "snapshot",
     "state_change_view",
 ]
@@ -41,8 +42,45 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000.0, 3)
 
 
+def limit_view(dep: Dependency) -> dict[str, Any]:
+    """The concurrency limit in force: adaptive (with what its algorithm sees), or fixed."""
+    adaptive = dep.adaptive
+    if adaptive is not None:
+        config = adaptive.config
+        lowest, _, highest = config.bounds
+        return {
+            "kind": "adaptive",
+            "algorithm": config.algorithm,
+            "limit": adaptive.limit,
+            "inflight": adaptive.inflight,
+            "waiting": adaptive.waiting,
+            "rtt_ms": _ms(adaptive.last_rtt),
+            "baseline_ms": _ms(adaptive.baseline),
+            "min": lowest,
+            "max": highest,
+        }
+    pool = dep.pool
+    if pool is not None:
+        return {"kind": "pool", "limit": pool.pool_size, "inflight": pool.running + pool.queued}
+    return {"kind": "fixed", "limit": dep.permits.limit, "inflight": dep.permits.in_use}
+
+
+def rate_limit_view(dep: Dependency) -> dict[str, Any] | None:
+    bucket = dep.rate_limiter
+    if bucket is None:
+        return None
+    config = bucket.config
+    return {
+        "rate": config.rate,
+        "per": config.per,
+        "burst": config.capacity,
+        "available": round(bucket.available(bucket.clock()), 3),
+    }
+
+
 def circuit_view(dep: Dependency, now: float | None = None) -> dict[str, Any]:
-    """One dependency's state, rolling counts, rates, latency percentiles, pool and policy."""
+    """One dependency's state, rolling counts, rates, latency percentiles, limits, pool and
+    policy."""
     policy = dep.policy
     snap = dep.window.snapshot(now)
     counts = dict(zip(OUTCOMES, snap.counts, strict=True))
@@ -66,7 +104,10 @@ def circuit_view(dep: Dependency, now: float | None = None) -> dict[str, Any]:
         },
         "opened_count": dep.breaker.opened_count,
         "retries": dep.retries,
-        "concurrent": dep.permits.in_use,
+        "concurrent": dep.limiter.in_use,
+        "limit": limit_view(dep),
+        "rate_limit": rate_limit_view(dep),
+        "hedges": dep.hedge_counts(),
         "pool": None
         if pool is None
         else {
@@ -78,8 +119,15 @@ def circuit_view(dep: Dependency, now: float | None = None) -> dict[str, Any]:
             "executed": pool.executed,
             "max_running": pool.max_running,
         },
-        "policy": attrs.asdict(policy),
+        "policy": attrs.asdict(policy, value_serializer=_plain),
     }
+
+
+def _plain(inst: Any, field: Any, value: Any) -> Any:
+    # Policy values that are configs of their own (limit, rate_limit) show as dicts.
+    if attrs.has(type(value)):
+        return attrs.asdict(value)
+    return value
 
 
 def _status(obj: HasStatus, kind: str) -> dict[str, Any]:
@@ -160,6 +208,7 @@ def hystrix_command(dep: Dependency) -> dict[str, Any]:
     # A dependency only runs on threads once a sync call made its pool; async (and semaphore)
     # ones never have one, and their rejections are the semaphore's.
     thread = dep.pool is not None
+    limit = policy.max_concurrent if dep.adaptive is None else dep.adaptive.limit
     return {
         "type": "HystrixCommand",
         "name": dep.name,
@@ -185,8 +234,7 @@ def hystrix_command(dep: Dependency) -> dict[str, Any]:
         "rollingCountSuccess": c["success"],
         "rollingCountThreadPoolRejected": c["rejected"] if thread else 0,
         "rollingCountTimeout": c["timeout"],
-        "currentConcurrentExecutionCount": dep.permits.in_use
-        + (dep.pool.running if dep.pool else 0),
+        "currentConcurrentExecutionCount": _in_flight(dep),
         "rollingMaxConcurrentExecutionCount": dep.peak_concurrency(),
         "latencyExecute_mean": mean,
         "latencyExecute": latency,
@@ -207,7 +255,7 @@ def hystrix_command(dep: Dependency) -> dict[str, Any]:
         "propertyValue_executionTimeoutInMilliseconds": round(policy.timeout * 1000.0),
         "propertyValue_executionIsolationThreadInterruptOnTimeout": False,
         "propertyValue_executionIsolationThreadPoolKeyOverride": None,
-        "propertyValue_executionIsolationSemaphoreMaxConcurrentRequests": policy.max_concurrent,
+        "propertyValue_executionIsolationSemaphoreMaxConcurrentRequests": limit,
         "propertyValue_fallbackIsolationSemaphoreMaxConcurrentRequests": policy.max_concurrent,
         "propertyValue_metricsRollingStatisticalWindowInMilliseconds": window_ms,
         "propertyValue_requestCacheEnabled": False,
@@ -215,6 +263,12 @@ def hystrix_command(dep: Dependency) -> dict[str, Any]:
         "reportingHosts": 1,
         "threadPool": dep.name,
     }
+
+
+def _in_flight(dep: Dependency) -> int:
+    if dep.adaptive is not None:  # one limit admits coroutines and pool calls alike
+        return dep.adaptive.inflight
+    return dep.permits.in_use + (dep.pool.running if dep.pool else 0)
 
 
 def hystrix_pool(dep: Dependency) -> dict[str, Any] | None:
@@ -229,10 +283,10 @@ def hystrix_pool(dep: Dependency) -> dict[str, Any] | None:
         "currentTime": int(time.time() * 1000),
         "currentActiveCount": pool.running,
         "currentCompletedTaskCount": pool.executed,
-        "currentCorePoolSize": pool.pool_size,
+        "currentCorePoolSize": pool.limit,
         "currentLargestPoolSize": pool.max_running,
-        "currentMaximumPoolSize": pool.pool_size,
-        "currentPoolSize": pool.pool_size,
+        "currentMaximumPoolSize": pool.limit,
+        "currentPoolSize": pool.limit,
         "currentQueueSize": pool.queued,
         "currentTaskCount": pool.executed + pool.running + pool.queued,
         "rollingCountThreadsExecuted": snap.calls,

@@ -62,16 +62,28 @@ function makeTile(name) {
   svg.append(rateLine, errLine);
   const dd = (cls) => el("dd", cls ? { class: cls } : {});
   const t = { state: el("span", { class: "state" }), rate: dd("rate"), errors: dd("error-rate"),
-    p50: dd("p50"), p99: dd("p99"), sc: dd(), rej: dd(), rateLine, errLine };
+    p50: dd("p50"), p99: dd("p99"), sc: dd(), rej: dd(), limit: dd("limit"), rateLine, errLine };
   t.node = el("div", { class: "tile", id: `circuit-${name}`, "data-circuit": name },
     el("h3", {}, name, " ", t.state),
     el("dl", {},
       el("dt", {}, "rate"), t.rate, el("dt", {}, "errors"), t.errors,
       el("dt", {}, "p50"), t.p50, el("dt", {}, "p99"), t.p99,
-      el("dt", {}, "short-circuited"), t.sc, el("dt", {}, "rejected"), t.rej),
+      el("dt", {}, "short-circuited"), t.sc, el("dt", {}, "rejected"), t.rej,
+      el("dt", {}, "limit"), t.limit),
     svg);
   if (observer) observer.observe(t.node);
   return t;
+}
+
+// The concurrency limit: an adaptive one shows its algorithm, calls in flight and the latency
+// it last saw (and its baseline); a fixed one its size and calls in flight.
+function limitText(l) {
+  if (!l) return "";
+  const inflight = `${l.inflight} in flight`;
+  if (l.kind !== "adaptive") return `${l.limit} (${l.kind}), ${inflight}`;
+  const rtt = l.rtt_ms == null ? "" : `, rtt ${fmt(l.rtt_ms, 1)} ms`;
+  const base = l.baseline_ms == null ? "" : ` (base ${fmt(l.baseline_ms, 1)})`;
+  return `${l.limit} ${l.algorithm}, ${inflight}${rtt}${base}`;
 }
 
 function points(list, y) {
@@ -89,6 +101,7 @@ function updateTile(t, c) {
   setText(t.p99, `${fmt(c.latency_ms.p99, 1)} ms`);
   setText(t.sc, String(c.counts.short_circuited));
   setText(t.rej, String(c.counts.rejected));
+  setText(t.limit, limitText(c.limit));
   const hist = history.get(c.name) || [];
   const maxRate = Math.max(1e-9, ...hist.map((p) => p.rate));
   t.rateLine.setAttribute("points", points(hist, (p) => p.rate / maxRate));

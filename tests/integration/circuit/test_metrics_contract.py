@@ -12,7 +12,7 @@ import pytest
 import tenacity
 from prometheus_client.parser import text_string_to_metric_families
 
-from resilience import Retry, protect
+from resilience import AdaptiveLimit, Hedge, RateLimit, Retry, fit, protect
 from resilience.circuit import Registry
 from resilience.web import AdminServer, serve_admin
 from tests.support import find_binary
@@ -48,11 +48,25 @@ def traffic() -> None:
     async def coro() -> int:
         raise ConnectionError()
 
+    @protect("adaptive", isolation="semaphore", limit=AdaptiveLimit("aimd", initial=30),
+             rate_limit=RateLimit(50))  # fmt: skip
+    def adaptive() -> int:
+        return 1
+
+    @protect("hedged", hedge=Hedge(delay=0.0, budget=1.0))
+    async def hedged() -> int:
+        return 1
+
     sem(), sem()
     pooled(False)
     with pytest.raises(KeyError):
         pooled(True)
     asyncio.run(coro())
+    adaptive()
+    asyncio.run(hedged())
+    recipe = fit.Recipe.from_dict({"name": "exp", "faults": [{"dependency": "sem", "error": True}]})
+    with fit.active(recipe):
+        sem()  # an injected failure: the experiment's, not sem's
 
 
 def test_metrics_parse_and_pass_promtool(admin: AdminServer) -> None:
@@ -76,6 +90,9 @@ def test_metrics_parse_and_pass_promtool(admin: AdminServer) -> None:
         "resilience_queue_limit": "gauge",
         "resilience_pool_active_workers": "gauge",
         "resilience_concurrent_calls": "gauge",
+        "resilience_rate_limit_available_tokens": "gauge",
+        "resilience_hedges": "counter",
+        "resilience_fit_calls": "counter",
     }
     for name, kind in expected.items():
         assert families[name].type == kind, name
@@ -96,6 +113,12 @@ def test_metrics_parse_and_pass_promtool(admin: AdminServer) -> None:
     assert value("resilience_queue_limit", dependency="pool") == 1
     with pytest.raises(KeyError):
         value("resilience_queue_limit", dependency="coro")
+    assert value("resilience_concurrency_limit", dependency="adaptive") == 30
+    assert value("resilience_rate_limit_available_tokens", dependency="adaptive") >= 48
+    assert value("resilience_hedges", dependency="hedged", outcome="sent") == 1
+    assert value("resilience_calls", dependency="hedged", outcome="success") == 1
+    assert value("resilience_fit_calls", dependency="sem", recipe="exp", outcome="injected") == 1
+    assert value("resilience_calls", dependency="sem", outcome="failure") == 1  # unchanged
 
     promtool = find_binary("RESILIENCE_PROMTOOL", "promtool")
     out = subprocess.run(

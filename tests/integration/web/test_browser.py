@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from resilience import protect
+from resilience import AdaptiveLimit, protect
 from resilience.circuit import Registry
 from resilience.web import AdminServer, serve_admin
 from tests.support import find_binary, free_port
@@ -229,6 +229,26 @@ def test_a_flag_flipped_from_the_page_lands_in_etcd(
             wait.until(lambda d: _read(d, f"{row} .flag-source") == "memory")
     finally:
         flags.close()
+
+
+def test_a_tile_shows_the_concurrency_limit_and_what_an_adaptive_one_sees(
+    fresh_registry: Registry, browser: Any
+) -> None:
+    adaptive = fresh_registry.dependency(
+        "search", isolation="semaphore", limit=AdaptiveLimit("vegas", window=1)
+    )
+    for _ in range(5):
+        adaptive.call(lambda: time.sleep(0.002))
+    fresh_registry.dependency("ratings", isolation="semaphore", max_concurrent=12).call(list)
+    with serve_admin(port=free_port(), interval=0.2) as server:
+        driver = browser
+        driver.get(server.url)
+        wait = WebDriverWait(driver, 10, poll_frequency=0.1)
+        wait.until(lambda d: _read(d, '[data-circuit="search"] .limit'))
+        text = _read(driver, '[data-circuit="search"] .limit') or ""
+        assert text.startswith("20 vegas, 0 in flight, rtt ") and "(base " in text, text
+        wait.until(lambda d: _read(d, '[data-circuit="ratings"] .limit'))
+        assert _read(driver, '[data-circuit="ratings"] .limit') == "12 (fixed), 0 in flight"
 
 
 class _ZonedCache:

@@ -270,6 +270,9 @@ class _Raise:
 class FaultStub:
     """A FIT context failing every dependency whose name matches a glob."""
 
+    recipe_name = "test-recipe"
+    bulkhead_share = 1.0
+
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
 
@@ -533,6 +536,9 @@ class _Hang:
 
 
 class _FaultFor:
+    recipe_name = "test-recipe"
+    bulkhead_share = 1.0
+
     def __init__(self, name: str, fault: Any) -> None:
         self.name, self.fault = name, fault
 
@@ -554,8 +560,11 @@ def test_fit_delay_on_a_zone_write_under_and_past_the_timeout() -> None:
     finally:
         context.FIT.reset(token)
     assert info.value.result.failed["b"].startswith("CallTimeoutError")
-    assert c.dependency("b").window.totals().count(OUTCOMES.index("timeout")) == 1
-    assert c.dependency("b").permits.in_use == 0
+    zone_b = c.dependency("b")
+    shadow = zone_b.experiments.get("test-recipe")  # an injected timeout is the experiment's
+    assert shadow is not None and shadow.window.totals().count(OUTCOMES.index("timeout")) == 1
+    assert zone_b.window.totals().count(OUTCOMES.index("timeout")) == 0
+    assert zone_b.permits.in_use == 0
 
 
 def test_three_failures_in_a_row_open_a_zone_behind_healthy_traffic() -> None:

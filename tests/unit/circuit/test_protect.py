@@ -458,16 +458,25 @@ def test_tickets_admit_record_and_short_circuit_like_calls() -> None:
 def test_a_ticket_carries_the_active_fault() -> None:
     from resilience.context import FIT
 
+    class Fault:
+        def wrap_sync(self, fn: Any, timeout: float) -> Any:
+            return fn
+
+    fault = Fault()
+
     class Ctx:
+        recipe_name = "r"
+        bulkhead_share = 1.0
+
         def fault_for(self, dependency: str) -> object:
-            return f"fault-for-{dependency}"
+            return fault
 
     token = FIT.set(Ctx())  # type: ignore[arg-type]
     try:
         ticket = registry().dependency("svc").begin()
     finally:
         FIT.reset(token)
-    assert ticket.fault == "fault-for-svc"
+    assert ticket.fault is fault
     ticket.cancel()
     with pytest.raises(RuntimeError):
         ticket.success()

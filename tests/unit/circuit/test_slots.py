@@ -4,31 +4,57 @@ budget, each reached through its small protocol (``_throttle``, ``_bulkhead``, `
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from typing import Any
 
 import pytest
 import tenacity
+from prometheus_client.parser import text_string_to_metric_families
 
-from resilience import BulkheadFullError, RejectedError, Retry, State, protect, registry
+from resilience import (
+    BulkheadFullError,
+    RateLimit,
+    RateLimitedError,
+    RejectedError,
+    Retry,
+    RetryBudget,
+    State,
+    protect,
+    registry,
+)
 from resilience import testing as rtesting
 from resilience.circuit import OUTCOMES
+from resilience.metrics import ResilienceCollector
 
 
 def counts(name: str) -> dict[str, int]:
     return dict(zip(OUTCOMES, registry().dependency(name).window.totals().counts, strict=True))
 
 
-class Bucket:
-    """Answers ``try_take`` from a script: 0.0 admits, a positive number is a delay."""
+def samples() -> list[Any]:
+    from prometheus_client import CollectorRegistry, generate_latest
 
-    def __init__(self, answers: list[float], wait: float = 0.0) -> None:
-        self.answers = answers
-        self.wait = wait
-        self.asked: list[float] = []
+    prom = CollectorRegistry()
+    prom.register(ResilienceCollector(registry()))
+    text = generate_latest(prom).decode()
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
 
-    def try_take(self, now: float) -> float:
-        self.asked.append(now)
-        return self.answers.pop(0) if self.answers else 0.0
+
+def metric(name: str, dependency: str, outcome: str | None = None) -> float:
+    for sample in samples():
+        labels = sample.labels
+        if (
+            sample.name == name
+            and labels.get("dependency") == dependency
+            and (outcome is None or labels.get("outcome") == outcome)
+        ):
+            return float(sample.value)
+    raise AssertionError(f"no sample {name} {dependency} {outcome}")
+
+
+def gauge(name: str, dependency: str) -> float:
+    return metric(name, dependency)
 
 
 class Limit:
@@ -61,81 +87,167 @@ class Limit:
         self.log.append(("release", dropped))
 
 
-class Budget:
-    def __init__(self, retries: int) -> None:
-        self.retries = retries
-        self.deposits = 0
-
-    def deposit(self, now: float) -> None:
-        self.deposits += 1
-
-    def try_withdraw(self, now: float) -> bool:
-        if self.retries <= 0:
-            return False
-        self.retries -= 1
-        return True
-
-
 # -- rate limit ---------------------------------------------------------------------------------
+
+
+def ok() -> str:
+    return "ok"
+
+
+def boom() -> str:
+    raise ConnectionError("down")
 
 
 def test_no_token_refuses_the_call_and_serves_the_fallback() -> None:
     ran = []
-    fn = protect("svc", isolation="semaphore", fallback="limited")(lambda: ran.append(1) or "ok")
-    registry().dependency("svc").rate_limiter = Bucket([0.0, 0.5])
-    assert fn() == "ok"
-    assert fn() == "limited"
+    with rtesting.fake_clock():
+        fn = protect(
+            "svc", isolation="semaphore", fallback="limited", rate_limit=RateLimit(1, per=10.0)
+        )(lambda: ran.append(1) or "ok")
+        assert fn() == "ok"
+        assert fn() == "limited"
     assert len(ran) == 1
     c = counts("svc")
-    assert c["rate_limited"] == 1 and c["fallback_success"] == 1
+    assert c["rate_limited"] == 1 and c["fallback_success"] == 1 and c["success"] == 1
 
 
-def test_without_fallback_the_caller_gets_a_rejected_error() -> None:
-    dep = registry().dependency("svc", isolation="semaphore")
-    dep.rate_limiter = Bucket([0.25])
-    with pytest.raises(RejectedError) as info:
-        dep.call(lambda: "never")
-    assert info.value.dependency == "svc" and "rate limited" in str(info.value)
-
-
-def test_a_call_waits_for_a_token_within_its_wait() -> None:
+def test_without_fallback_the_caller_gets_a_rate_limited_error() -> None:
     with rtesting.fake_clock() as clock:
-        dep = registry().dependency("svc", isolation="semaphore")
-        bucket = Bucket([0.2, 0.2, 0.0], wait=0.5)
-        dep.rate_limiter = bucket
+        dep = registry().dependency("svc", isolation="semaphore", rate_limit=RateLimit(2))
+        assert dep.call(ok) == dep.call(ok) == "ok"  # the burst: one period's worth
+        with pytest.raises(RateLimitedError) as info:
+            dep.call(ok)
+        err = info.value
+        assert isinstance(err, RejectedError) and err.dependency == "svc"
+        assert (err.retry_after, err.rate, err.per) == (pytest.approx(0.5), 2, 1.0)
+        clock.advance(0.5)
+        assert dep.call(ok) == "ok"
+
+
+def test_a_call_waits_for_a_token_within_its_wait_and_deadline() -> None:
+    with rtesting.fake_clock() as clock:
+        limit = RateLimit(5, burst=1, wait=0.5)
+        dep = registry().dependency("svc", isolation="semaphore", rate_limit=limit)
         t0 = clock()
-        assert dep.call(lambda: "ok") == "ok"
-        assert bucket.asked == pytest.approx([t0, t0 + 0.2, t0 + 0.4])  # slept on the fake clock
-        bucket.answers = [0.3, 0.3]
-        with pytest.raises(RejectedError):
-            dep.call(lambda: "ok")  # 0.3 + 0.3 > 0.5
+        assert dep.call(ok) == "ok"  # the burst
+        assert dep.call(ok) == "ok"  # waited for the next token: 0.2 s on the fake clock
+        assert clock() == pytest.approx(t0 + 0.2)
+        with pytest.raises(RateLimitedError):  # the token is due after the call's deadline
+            dep.guard(deadline=0.1).call(ok, None, (), {})
+        assert clock() == pytest.approx(t0 + 0.2)  # refused at once, nothing booked
+        assert dep.call(ok) == "ok"
+        assert clock() == pytest.approx(t0 + 0.4)
 
 
-async def test_async_calls_take_tokens_too() -> None:
-    dep = registry().dependency("svc")
-    dep.rate_limiter = Bucket([0.0, 0.4])
+def test_waiting_callers_are_served_in_arrival_order_from_threads() -> None:
+    # Real time: three threads want the one token a 20/s bucket gives every 50 ms.
+    dep = registry().dependency(
+        "svc", isolation="semaphore", rate_limit=RateLimit(20, burst=1, wait=1.0)
+    )
+    dep.call(ok)
+    order: list[int] = []
+    lock = threading.Lock()
 
-    async def ok() -> str:
-        return "ok"
+    def caller(i: int) -> None:
+        dep.call(lambda: order.append(i))
 
-    guarded = protect("svc", fallback="limited")(ok)
-    assert await guarded() == "ok"
-    assert await guarded() == "limited"
-    assert counts("svc")["rate_limited"] == 1
+    threads = []
+    for i in range(3):
+        t = threading.Thread(target=caller, args=(i,))
+        with lock:
+            t.start()
+        threads.append(t)
+        time.sleep(0.01)  # each books its token before the next arrives
+    for t in threads:
+        t.join()
+    assert order == [0, 1, 2]
+    assert counts("svc")["rate_limited"] == 0
+
+
+async def test_async_calls_take_tokens_and_wait_on_the_loop() -> None:
+    with rtesting.fake_clock() as clock:
+
+        @protect("svc", fallback="limited", rate_limit=RateLimit(1, per=10.0))
+        async def fetch() -> str:
+            return "ok"
+
+        assert await fetch() == "ok"
+        assert await fetch() == "limited"
+        assert counts("svc")["rate_limited"] == 1
+
+        @protect("patient", rate_limit=RateLimit(1, per=1.0, wait=2.0))
+        async def patient() -> str:
+            return "ok"
+
+        t0 = clock()
+        assert await patient() == await patient() == "ok"
+        assert clock() == pytest.approx(t0 + 1.0)
 
 
 def test_a_refused_half_open_trial_gives_its_slot_back() -> None:
-    dep = registry().dependency("svc", isolation="semaphore", min_calls=1, open_duration=1.0)
     with rtesting.fake_clock() as clock:
+        dep = registry().dependency(
+            "svc",
+            isolation="semaphore",
+            min_calls=1,
+            open_duration=1.0,
+            rate_limit=RateLimit(1, per=5.0),
+        )
         with pytest.raises(ConnectionError):
-            dep.call(lambda: (_ for _ in ()).throw(ConnectionError()))
-        clock.advance(1.0)
-        dep.rate_limiter = Bucket([1.0])
-        with pytest.raises(RejectedError):
-            dep.call(lambda: "ok")
+            dep.call(boom)  # took the token
+        clock.advance(1.0)  # half-open is due, the next token is not
+        with pytest.raises(RateLimitedError):
+            dep.call(ok)
         assert dep.state is State.HALF_OPEN and dep.breaker.trials_in_flight == 0
-        assert dep.call(lambda: "ok") == "ok"
+        clock.advance(4.0)
+        assert dep.call(ok) == "ok"
     assert dep.state is State.CLOSED
+
+
+def test_the_decorators_fast_path_takes_tokens_too() -> None:
+    ran = []
+    with rtesting.fake_clock() as clock:
+        fn = protect(
+            "svc",
+            isolation="semaphore",
+            fallback="limited",
+            max_concurrent=1,
+            rate_limit=RateLimit(150),
+        )(lambda: ran.append(1) or "ok")
+        results = [fn() for _ in range(200)]  # past the first calls: the fast path serves
+        dep = registry().dependency("svc")
+        assert dep.rated is dep.rate_limiter is not None
+        assert results.count("ok") == len(ran) == 150 and results.count("limited") == 50
+        clock.advance(0.1)  # 15 tokens
+        assert dep.permits.try_take()  # the one permit is busy
+        assert fn() == "limited"  # refused by the bulkhead, after the rate limit took a token
+        dep.permits.give()
+        bucket = dep.rate_limiter
+        assert bucket is not None and bucket.available(clock()) == pytest.approx(14.0)
+    c = counts("svc")
+    assert c["rate_limited"] == 50 and c["rejected"] == 1 and c["success"] == 150
+
+
+async def test_the_coroutine_fast_path_takes_tokens_too() -> None:
+    with rtesting.fake_clock():
+
+        @protect("svc", fallback="limited", rate_limit=RateLimit(150))
+        async def fetch() -> str:
+            return "ok"
+
+        results = [await fetch() for _ in range(200)]
+        assert registry().dependency("svc").rated is not None
+        assert results.count("ok") == 150 and results.count("limited") == 50
+
+
+def test_the_available_tokens_are_exported() -> None:
+    with rtesting.fake_clock() as clock:
+        dep = registry().dependency("svc", isolation="semaphore", rate_limit=RateLimit(10))
+        for _ in range(4):
+            dep.call(ok)
+        assert gauge("resilience_rate_limit_available_tokens", "svc") == pytest.approx(6.0)
+        clock.advance(0.1)
+        assert gauge("resilience_rate_limit_available_tokens", "svc") == pytest.approx(7.0)
 
 
 # -- concurrency limit ------------------------------------------------------------------------
@@ -184,36 +296,82 @@ def test_a_sync_caller_waits_on_the_limit_within_its_deadline() -> None:
 
 
 def test_an_exhausted_budget_stops_retries_and_is_counted() -> None:
-    dep = registry().dependency("svc", isolation="semaphore", min_calls=100)
-    budget = Budget(retries=1)
-    dep._retry_budget = budget
     attempts = []
+    one_retry = RetryBudget(ratio=0.0, min_per_second=0.1, ttl=10.0)  # a reserve of 1 retry
 
-    @protect("svc", fallback="fb", retry=Retry(attempts=5, wait=tenacity.wait_none(), on=OSError))
-    def down() -> str:
-        attempts.append(1)
-        raise ConnectionError()
+    with rtesting.fake_clock():
 
-    assert down() == "fb"
-    assert len(attempts) == 2  # the first, and the one retry the budget had
-    assert down() == "fb"
-    assert len(attempts) == 3  # no retry left
-    assert budget.deposits == 2
+        @protect(
+            "svc",
+            isolation="semaphore",
+            min_calls=100,
+            fallback="fb",
+            retry=Retry(attempts=5, wait=tenacity.wait_none(), on=OSError, budget=one_retry),
+        )
+        def down() -> str:
+            attempts.append(1)
+            raise ConnectionError()
+
+        assert down() == "fb"
+        assert len(attempts) == 2  # the first, and the one retry the budget had
+        assert down() == "fb"
+        assert len(attempts) == 3  # no retry left
     c = counts("svc")
     assert c["retried"] == 1 and c["retry_budget_exhausted"] == 2
+    assert c["failure"] == 3 and c["fallback_success"] == 2  # attempts; calls below
+    assert metric("resilience_calls_total", "svc", "failure") == 2
+    assert metric("resilience_retries_total", "svc", "budget_exhausted") == 2
+    assert metric("resilience_retries_total", "svc", "attempted") == 1
 
 
-async def test_the_budget_is_shared_by_async_callers() -> None:
-    dep = registry().dependency("svc", min_calls=100)
-    budget = Budget(retries=0)
-    dep._retry_budget = budget
+async def test_the_budget_is_shared_by_every_call_site_of_a_key() -> None:
+    one_retry = RetryBudget(ratio=0.0, min_per_second=0.1, ttl=10.0)
+    retry = Retry(attempts=3, wait=tenacity.wait_none(), budget=one_retry)
+    with rtesting.fake_clock():
 
-    @protect("svc", fallback="fb", retry=Retry(wait=tenacity.wait_none()))
-    async def down() -> str:
-        raise ConnectionError()
+        @protect("svc", min_calls=100, fallback="fb", retry=retry)
+        async def first() -> str:
+            raise ConnectionError()
 
-    assert await asyncio.gather(down(), down()) == ["fb", "fb"]
-    assert budget.deposits == 2 and counts("svc")["retry_budget_exhausted"] == 2
+        @protect("svc", fallback="fb", retry=retry)
+        async def second() -> str:
+            raise ConnectionError()
+
+        assert await first() == "fb"  # one retry, then the budget is spent
+        assert await second() == "fb"  # none left for the other call site
+    c = counts("svc")
+    assert c["retried"] == 1 and c["retry_budget_exhausted"] == 2
+    dep = registry().dependency("svc")
+    assert dep.retry_budget(retry) is dep.retry_budget(Retry(budget=one_retry))
+    assert dep.retry_budget(Retry(budget=None)) is None
+
+
+@pytest.mark.parametrize("budgeted", [True, False])
+def test_the_default_budget_caps_what_an_outage_costs(budgeted: bool) -> None:
+    # 1,000 calls a second to a dead dependency, 3 attempts each, for 2 s: with Finagle's
+    # defaults, retries are 20% of the calls plus a reserve of 100; without, every attempt.
+    assert Retry().budget == RetryBudget()  # on by default
+    calls = []
+    if budgeted:
+        retry = Retry(attempts=3, wait=tenacity.wait_none())
+    else:
+        retry = Retry(attempts=3, wait=tenacity.wait_none(), budget=None)
+    with rtesting.fake_clock() as clock:
+
+        @protect("svc", isolation="semaphore", min_calls=10**6, fallback=None, retry=retry)
+        def down() -> None:
+            calls.append(1)
+            raise ConnectionError()
+
+        for _ in range(2000):
+            down()
+            clock.advance(0.001)
+    exhausted = counts("svc")["retry_budget_exhausted"]
+    if budgeted:
+        assert 2000 + 495 <= len(calls) <= 2000 + 500  # 1.25 calls per caller call at most
+        assert exhausted >= 1500
+    else:
+        assert len(calls) == 6000 and exhausted == 0
 
 
 async def test_a_limit_learns_timeouts_as_drops_and_outside_cancellations_as_not() -> None:

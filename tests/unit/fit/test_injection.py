@@ -28,8 +28,12 @@ def test_error_fault_goes_through_breaker_and_fallback() -> None:
         assert [ratings() for _ in range(3)] == ["fallback"] * 3
     dep = registry().dependency("ratings")
     assert calls == []  # the function never ran: the fault replaced it
-    assert dep.window.totals().counts[OUTCOMES.index("failure")] == 3  # failures...
-    assert dep.state is State.OPEN  # ...that trip the circuit like real ones
+    shadow = dep.experiments.get("t")  # the experiment's own breaker, with ratings' policy
+    assert shadow is not None
+    assert shadow.window.totals().counts[OUTCOMES.index("failure")] == 3  # failures...
+    assert shadow.breaker.state is State.OPEN  # ...that trip the experiment's circuit
+    assert dep.window.totals().counts[OUTCOMES.index("failure")] == 0  # real traffic: untouched
+    assert dep.state is State.CLOSED
     assert stats.injections[("ratings", "error")] == 3
 
 
@@ -90,7 +94,9 @@ def test_short_circuited_calls_count_no_injection() -> None:
 
     with active(recipe(faults=[{"dependency": "ratings", "error": True}])) as context:
         assert [ratings() for _ in range(20)] == ["fb"] * 20
-    assert registry().dependency("ratings").state is State.OPEN
+    dep = registry().dependency("ratings")
+    assert dep.state is State.CLOSED
+    assert dep.experiments.get("t").breaker.state is State.OPEN  # type: ignore[union-attr]
     # 5 calls ran the fault and opened the circuit; 15 were short-circuited: nothing applied
     assert stats.injections[("ratings", "error")] == 5
     assert context.record() == {("ratings", "error"): 5}
@@ -211,10 +217,12 @@ def test_timeout_fault_fires_the_real_timeout_path() -> None:
         with pytest.raises(CallTimeoutError):
             asyncio.run(hang_async())
         assert hang_sem() == "fb"  # returned late on the caller's thread: still a timeout
+    timeout = OUTCOMES.index("timeout")
     for name in ("hang-sync", "hang-async", "hang-sem"):
-        assert registry().dependency(name).window.totals().counts[OUTCOMES.index("timeout")] == 1, (
-            name
-        )
+        dep = registry().dependency(name)
+        shadow = dep.experiments.get("t")
+        assert shadow is not None and shadow.window.totals().counts[timeout] == 1, name
+        assert dep.window.totals().counts[timeout] == 0, name  # the experiment's, not real
 
 
 def test_recipe_follows_sync_calls_into_worker_threads_and_tasks() -> None:
