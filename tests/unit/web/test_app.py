@@ -17,6 +17,10 @@ from resilience.errors import ConfigError
 from resilience.flags import Flags, InMemorySource
 from resilience.web import admin_app
 
+# These tests fill a dependency's counters with sync calls made on the event loop's thread on
+# purpose; the warning that such calls block the loop is tested in tests/unit/circuit.
+pytestmark = pytest.mark.filterwarnings("ignore:resilience. the sync function:RuntimeWarning")
+
 
 async def _client(app: web.Application) -> TestClient[Any, Any]:
     client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"))

@@ -24,6 +24,10 @@ from resilience.circuit import Registry
 from resilience.flags import Flags, InMemorySource
 from resilience.web import admin_app
 
+# These tests fill a dependency's counters with sync calls made on the event loop's thread on
+# purpose; the warning that such calls block the loop is tested in tests/unit/circuit.
+pytestmark = pytest.mark.filterwarnings("ignore:resilience. the sync function:RuntimeWarning")
+
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
