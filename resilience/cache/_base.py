@@ -216,7 +216,7 @@ class CacheBase(Generic[N]):
         ``zones`` maps each zone to ``{"state", "up", "hit_ratio", "errors", "hits",
         "misses", "read_errors", "undecodable", "writes", "write_errors", "client_errors",
         "remote_hits", "read_repairs", "write_failures", "acquire_timeouts", "in_flight",
-        "waiting", "catch_up": {"pending", "queued", "replayed", "overflow", "limit"},
+        "waiting", "catch_up": {"pending", "held", "queued", "replayed", "overflow", "limit"},
         "servers", "dependency"}``; ``hit_ratio`` is hits / (hits + misses) of the reads the
         zone answered (None before any) and ``errors`` its failed reads and writes.
         """
@@ -231,7 +231,6 @@ class CacheBase(Generic[N]):
                 "state": state.value,
                 "up": zone_is_up(state),
                 "hit_ratio": ratio,
-                "hit_rate": ratio,  # the name the dashboard read before hit_ratio
                 "errors": counts["read_errors"] + counts["write_errors"],
                 **counts,
                 "remote_hits": stats.remote_hits[z],

@@ -1,10 +1,21 @@
 """Issue 16, "keep it that way": a randomized chaos soak, CI-sized (about 20 s).
 
-Threads on a ``ReplicatedCache`` and tasks on an ``AsyncReplicatedCache`` read and write their
-own keys and each other's while zones are stalled (SIGSTOP), killed and restarted, and slowed
-or cut through Toxiproxy toxics. Every read must return the key's own value, never another
-key's; a worker reading its own key must see its last acknowledged write or a later attempt,
-or a miss. At the end every permit and ticket is back.
+Threads on a ``ReplicatedCache`` and tasks on an ``AsyncReplicatedCache`` of the same name (twins:
+they share breakers, catch-up queues and the fence of writes in flight) read and write their own
+keys and each other's while zones are stalled (SIGSTOP), killed and restarted, and slowed or cut
+through Toxiproxy toxics. Every read must return the key's own value, never another key's. A
+worker reading its own key (it is the key's only writer) must see its last acknowledged write, a
+later attempt, or a miss: exactly the README's guarantee ("What a read returns"). At the end every
+permit and ticket is back. A failure prints the seed; ``RESILIENCE_SOAK_SEED`` replays its faults
+and each worker's choices (thread and loop timing still vary).
+
+The guarantee has one window no client can close: a write given up on (timed out) that the
+server applies more than a second later and after the zone answered again. The faults here stay
+out of it, so the check needs no allowance for it: a SIGSTOPped memcached applies its buffered
+writes as it resumes, before the half-open trial that lets the zone's delete be replayed can
+succeed; Toxiproxy's ``timeout`` and ``reset_peer`` toxics drop what they hold (the ``timeout``
+toxic closes its connections when removed); ``latency`` delays by 120 ms; a killed memcached
+comes back empty.
 """
 
 from __future__ import annotations
