@@ -207,19 +207,36 @@ class CacheCore:
 
     # -- reads ------------------------------------------------------------------------
 
-    def get_flow(self, key: bytes) -> Flow:
+    def local_hit(self, key: bytes, outcome: tuple[bool, Any]) -> Any:
+        """The value if ``outcome``, the local zone's answer to a get, is a hit that decodes
+        (counted), else ``MISS`` (nothing counted: pass the outcome to ``get_flow``)."""
+        ok, reply = outcome
+        if not ok or reply is None:
+            return MISS
+        try:
+            value = self.serde.loads(reply[0], reply[1])
+        except Exception:
+            return MISS
+        self.stats.count(self.local, "get", "hit")
+        return value
+
+    def get_flow(self, key: bytes, local_outcome: tuple[bool, Any] | None = None) -> Flow:
         """Local zone, then the others; returns ``(value or MISS, certain)``.
 
         ``certain`` is False when a zone failed before anyone answered with a hit, so a miss
-        may be wrong and must not be remembered for the request.
+        may be wrong and must not be remembered for the request. ``local_outcome``: the local
+        zone was asked already (the driver's fast path) and answered this.
         """
         stats, local, catch_up = self.stats, self.local, self.catch_up
         mark = None  # the fence's mark when the local zone answered a miss: repair allowed
         certain = True
         for zone in self.order:
-            if key in catch_up[zone]:
+            if local_outcome is not None and zone == local:
+                ok, reply = local_outcome
+            elif key in catch_up[zone]:
                 continue
-            ok, reply = yield (CALL, zone, "get", (key,))
+            else:
+                ok, reply = yield (CALL, zone, "get", (key,))
             if not ok:
                 self._failed(zone, "get", reply)
                 certain = False

@@ -2,23 +2,26 @@
 
 Each test replays one interleaving the chaos soak found (or one next to it) deterministically:
 a zone write still in flight after its caller was answered, a read repair racing a write, a
-repair into a zone that is catching up, an interrupted write.
+repair into a zone that is catching up, an interrupted write. The async client's per-zone
+deadlines (one timer for many calls) are checked here too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import threading
 from typing import Any
 
 import pytest
 
+from resilience.cache._async_call import Deadlines
 from resilience.cache._catchup import CatchUp
 from resilience.cache._core import CALL
 from resilience.errors import CircuitOpenError
 
 from . import fakes
-from .fakes import ZONES, FakeCache, fail_zone, zone_has, zone_servers
+from .fakes import ZONES, AsyncFakeCache, FakeCache, fail_zone, zone_has, zone_servers
 
 _names = itertools.count()
 
@@ -216,3 +219,79 @@ def test_held_keys_are_queued_in_a_forked_child() -> None:
     assert b"k" in queue and len(queue) == 0
     queue.after_fork()  # the write that held k lives on in the parent only
     assert b"k" in queue and len(queue) == 1 and queue.status()["held"] == 0
+
+
+# -- async deadlines: one timer per zone, each call still expires on time --------------------
+
+
+class _Call:
+    def __init__(self) -> None:
+        self.finished = False
+        self.expired_at: float | None = None
+
+    def _expire(self) -> None:
+        self.expired_at = asyncio.get_running_loop().time()
+        self.finished = True
+
+
+async def test_deadlines_expire_each_call_on_time_with_one_timer() -> None:
+    loop = asyncio.get_running_loop()
+    deadlines = Deadlines()
+    now = loop.time()
+    calls = [_Call() for _ in range(4)]
+    for i, call in enumerate(calls):
+        assert deadlines.add(loop, now + 0.02 * (i + 1), call) is None  # type: ignore[arg-type]
+    calls[1].finished = True  # answered in time: never expired
+    early = _Call()
+    own = deadlines.add(loop, now + 0.01, early)  # type: ignore[arg-type]
+    assert own is not None  # out of order (a lowered timeout): a timer of its own
+    await asyncio.sleep(0.12)
+    assert early.expired_at is not None and early.expired_at >= now + 0.01
+    assert calls[1].expired_at is None
+    for i in (0, 2, 3):
+        expired = calls[i].expired_at
+        assert expired is not None and now + 0.02 * (i + 1) <= expired < now + 0.02 * (i + 1) + 0.05
+
+
+def test_deadlines_start_over_on_a_new_event_loop() -> None:
+    deadlines = Deadlines()
+    stale = _Call()
+
+    async def first() -> None:
+        loop = asyncio.get_running_loop()
+        deadlines.add(loop, loop.time() + 60, stale)  # type: ignore[arg-type]
+
+    asyncio.run(first())  # the loop closes with the timer pending: it will never fire
+    fresh = _Call()
+
+    async def second() -> None:
+        loop = asyncio.get_running_loop()
+        deadlines.add(loop, loop.time() + 0.01, fresh)  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+
+    asyncio.run(second())
+    assert fresh.expired_at is not None and stale.expired_at is None
+
+
+# -- the async get's fast path answers exactly like the flow --------------------------------
+
+
+async def test_async_get_fast_path_hands_misses_failures_and_bad_values_to_the_flow() -> None:
+    c = AsyncFakeCache(ZONES, name=f"fast{next(_names)}", local_zone="a")
+    await c.set("k", "v")
+    assert await c.get("k") == "v"  # local hit
+    for s in zone_servers("a"):
+        s.data[b"k"] = (b"{nope", 32, 1)  # JSON's flag, not JSON
+    assert await c.get("k") == "v"  # undecodable locally: zone b answers, counted once
+    assert c.status()["zones"]["a"]["undecodable"] == 1
+    for s in zone_servers("a"):
+        s.data.clear()
+    assert await c.get("k") == "v"  # a local miss: remote hit, repaired
+    assert zone_has("a", b"k") and c.stats.read_repairs["a"] == 1
+    fail_zone("a")
+    assert await c.get("k") == "v"  # the local zone fails: the next one answers
+    assert await c.get("absent", "dflt") == "dflt"
+    zones = c.status()["zones"]
+    assert zones["a"]["hits"] == 1 and zones["a"]["misses"] == 1 and zones["a"]["read_errors"] == 2
+    assert zones["b"]["hits"] == 3
+    await c.aclose()
