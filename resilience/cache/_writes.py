@@ -9,11 +9,11 @@ The drivers feed a :class:`Tally` with each zone's outcome as it arrives. Polici
 - ``"all"``: every zone; ``"quorum"``: more than half; ``"local"``: the local zone.
 
 A zone that failed a write queues the written keys for catch-up (see ``_catchup``), and so does
-a zone that took it while another write of the same key was overtaking it (``_fence``): which
-one landed last there is unknown. A zone still writing when the caller gets its answer is held
-(reads skip it for those keys) until it answers. A ``CLIENT_ERROR`` reply is the caller's
-error, not the zone's: it is neither a zone failure nor missed, and the caller gets
-``CacheClientError``.
+a zone that took it while another write of the same key, leaving another value, was overtaking
+it (``_fence``): which one landed last there is unknown. A zone still writing when the caller
+gets its answer is held (reads skip it for those keys) until it answers. A ``CLIENT_ERROR``
+reply is the caller's error, not the zone's: it is neither a zone failure nor missed, and the
+caller gets ``CacheClientError``.
 """
 
 from __future__ import annotations
@@ -71,6 +71,22 @@ def _problem(op: str, reply: Any) -> str | None:
     return None
 
 
+_DELETED = ("deleted",)  # what a delete leaves, for the fence's comparisons
+
+
+def written_values(op: str, args: tuple[Any, ...], keys: list[bytes]) -> list[Any]:
+    """What the write leaves in a zone for each key: the stored item for set and set_many, a
+    marker for deletes, else a fresh object (equal to nothing: the result depends on the
+    zone's state)."""
+    if op == "set":
+        return [args[1]]
+    if op == "set_many":
+        return [args[0][k] for k in keys]
+    if op in ("delete", "delete_many"):
+        return [_DELETED] * len(keys)
+    return [object() for _ in keys]
+
+
 def written_keys(op: str, args: tuple[Any, ...]) -> list[bytes]:
     """The keys a zone operation writes (what a zone that missed it must forget)."""
     if op in ("set_many", "delete_many"):
@@ -102,8 +118,9 @@ class Tally:
         self._stats = stats
         self._catch_up = catch_up
         self._fence = fence
-        self.keys = written_keys(op, args)
-        self._number = fence.start(self.keys)
+        self.keys = keys = written_keys(op, args)
+        self._values = written_values(op, args, keys)
+        self._number = fence.start(keys, self._values)
         self._answered = 0
         self._lock = threading.Lock()
         self._acks: dict[str, Any] = {}
@@ -145,9 +162,12 @@ class Tally:
             self._stats.count(zone, self.op, "client_error")
         elif problem is None:
             self._stats.count(zone, self.op, "ok")
-            # another write of a key started while this one was in flight: the zone may have
-            # taken the two in either order
-            self._queue(zone, [k for k in keys if self._fence.overtaken(k, self._number)])
+            # another write of a key, leaving another value, started while this one was in
+            # flight: the zone may have taken the two in either order
+            overtaken, n = self._fence.overtaken, self._number
+            self._queue(
+                zone, [k for k, v in zip(keys, self._values, strict=True) if overtaken(k, n, v)]
+            )
         else:
             self._stats.count(zone, self.op, "error")
             self._stats.write_failed(zone)

@@ -77,6 +77,22 @@ def test_a_held_write_overtaken_by_the_next_write_of_its_key_is_caught_up() -> N
     assert status["held"] == 0 and status["pending"] == 1  # v1 landed in either order
 
 
+def test_writers_racing_to_store_the_same_bytes_catch_nothing_up() -> None:
+    """A stampede filling a key: every order leaves every zone with the same bytes."""
+    c = make(timeout=5.0)
+    gate = threading.Event()
+    for s in zone_servers("c"):
+        s.gate = gate
+    assert c.set("k", "same").pending == ("c",)
+    assert c.set("k", "same").pending == ("c",)
+    assert c.delete("gone").pending == ("c",)
+    assert c.delete("gone").pending == ("c",)  # a delete overtaking a delete: the same outcome
+    gate.set()
+    c.close()
+    status = c.status()["zones"]["c"]["catch_up"]
+    assert status["held"] == 0 and status["pending"] == 0
+
+
 def test_a_zone_answering_before_the_caller_returns_is_neither_held_nor_queued() -> None:
     c = make()
     assert c.set("k", "v").acknowledged == ("a", "b", "c")
