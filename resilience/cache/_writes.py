@@ -165,9 +165,14 @@ class Tally:
             # another write of a key, leaving another value, started while this one was in
             # flight: the zone may have taken the two in either order
             overtaken, n = self._fence.overtaken, self._number
-            self._queue(
-                zone, [k for k, v in zip(keys, self._values, strict=True) if overtaken(k, n, v)]
-            )
+            if len(keys) == 1:
+                if overtaken(keys[0], n, self._values[0]):
+                    self._queue(zone, keys)
+            elif keys:
+                values = self._values
+                self._queue(
+                    zone, [k for k, v in zip(keys, values, strict=True) if overtaken(k, n, v)]
+                )
         else:
             self._stats.count(zone, self.op, "error")
             self._stats.write_failed(zone)
