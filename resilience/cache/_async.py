@@ -74,7 +74,7 @@ class AsyncReplicatedCache(CacheBase[AsyncNode], AsyncReadThrough):
                 calls.discard(holder[0])
                 if not calls and self._idle is not None:
                     self._idle.set()
-            if ok and len(zone.catch_up):
+            if ok and zone.catch_up.missed:
                 self._catch_up(zone)
             done(ok, reply)
 
@@ -127,7 +127,7 @@ class AsyncReplicatedCache(CacheBase[AsyncNode], AsyncReadThrough):
 
         def done(ok: bool, reply: Any) -> None:
             zone.catch_up.done(taken, ok)
-            if ok and len(zone.catch_up):
+            if ok and zone.catch_up.missed:
                 self._catch_up(zone)
 
         self._start(zone, "delete_many", ([k for k, _ in taken],), done)
@@ -156,7 +156,7 @@ class AsyncReplicatedCache(CacheBase[AsyncNode], AsyncReadThrough):
         for name in tally.zones if zones is None else zones:
             zone = self._zones[name]
             self._start(zone, op, args, functools.partial(_record, tally, name))
-        if tally.result is None:
+        if not tally.decided:
             try:
                 async with asyncio.timeout(self._core.wait_timeout):
                     await decided

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..circuit import Ticket
 from ._async_node import AsyncConn, AsyncNode
-from ._sync_call import begin, end_ticket, is_fresh
+from ._call import begin, cancel, end_ticket, is_fresh, settle
 from ._sync_node import AcquireTimeoutError
 from ._zones import Exchange, Zone
 
@@ -174,24 +174,10 @@ class AsyncCall:
         self._finished = True
         if self._timer is not None:
             self._timer.cancel()
-        zone, ticket = self.zone, self._ticket
-        assert ticket is not None
-        error = None
-        for (node, _, parser), conn in zip(self._exchanges, self._conns, strict=False):
-            node.checkin(conn)
-            error = error or parser.error
-        self._release()
-        if error is not None:
-            self._done(False, end_ticket(zone, ticket, error))
-            return
-        zone.tickets.discard(ticket)
-        ticket.success()
-        try:
-            reply = self._combine([parser.result for _, _, parser in self._exchanges])
-        except Exception as exc:  # a reply that parsed but makes no sense to the operation
-            self._done(False, exc)
-            return
-        self._done(True, reply)
+        assert self._ticket is not None
+        self._permit = False  # settle returns it
+        ok, reply = settle(self.zone, self._ticket, self._exchanges, self._conns, self._combine)
+        self._done(ok, reply)
 
     def _expire(self) -> None:
         self._timer = None
@@ -225,10 +211,7 @@ class AsyncCall:
         for conn in self._conns:
             conn.abort()
         self._release()
-        ticket = self._ticket
-        if ticket is not None and ticket in self.zone.tickets:
-            self.zone.tickets.discard(ticket)
-            ticket.cancel()
+        cancel(self.zone, self._ticket)
 
     def _release(self) -> None:
         if self._permit:

@@ -35,7 +35,8 @@ class CatchUp:
     def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit
         self._clock = clock
-        self._keys: dict[bytes, tuple[int, float]] = {}  # key -> (sequence, time) of last miss
+        # key -> (sequence, time) of its last miss (the drivers look at it after every call)
+        self.missed: dict[bytes, tuple[int, float]] = {}
         self._held: dict[bytes, int] = {}  # key -> zone writes in flight after their caller left
         self._seq = itertools.count()
         self._lock = threading.Lock()
@@ -46,16 +47,16 @@ class CatchUp:
 
     def __contains__(self, key: bytes) -> bool:
         """Whether reads must skip the zone for ``key`` (queued or held)."""
-        return key in self._keys or key in self._held
+        return key in self.missed or key in self._held
 
     def __len__(self) -> int:
         """Keys queued (waiting for their delete)."""
-        return len(self._keys)
+        return len(self.missed)
 
     @property
     def skips(self) -> bool:
         """Whether reads skip the zone for any key."""
-        return bool(self._keys) or bool(self._held)
+        return bool(self.missed) or bool(self._held)
 
     def hold(self, keys: Iterable[bytes]) -> None:
         """A write of ``keys`` to the zone is still in flight although its caller has its answer."""
@@ -78,7 +79,7 @@ class CatchUp:
     def add(self, keys: Iterable[bytes]) -> None:
         now = self._clock()
         with self._lock:
-            queue = self._keys
+            queue = self.missed
             for key in keys:
                 if key in queue:
                     del queue[key]  # to the back: its newest miss
@@ -93,10 +94,10 @@ class CatchUp:
         """Up to ``n`` oldest settled keys to replay, or nothing (none, or a replay under way)."""
         settled = self._clock() - SETTLE
         with self._lock:
-            if self.replaying or not self._keys:
+            if self.replaying or not self.missed:
                 return []
             taken = []
-            for key, (seq, at) in itertools.islice(self._keys.items(), n):
+            for key, (seq, at) in itertools.islice(self.missed.items(), n):
                 if at > settled:
                     break
                 taken.append((key, seq))
@@ -109,19 +110,19 @@ class CatchUp:
             self.replaying = False
             if ok:
                 for key, seq in taken:
-                    entry = self._keys.get(key)
+                    entry = self.missed.get(key)
                     if entry is not None and entry[0] == seq:
-                        del self._keys[key]
+                        del self.missed[key]
                         self.replayed += 1
 
     def clear(self) -> None:
         """The zone was flushed: nothing in it can be stale."""
         with self._lock:
-            self._keys.clear()
+            self.missed.clear()
 
     def status(self) -> dict[str, int]:
         return {
-            "pending": len(self._keys),
+            "pending": len(self.missed),
             "held": len(self._held),
             "queued": self.queued,
             "replayed": self.replayed,

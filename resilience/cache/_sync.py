@@ -14,10 +14,10 @@ from ._core import CALL, MISS, Flow
 from ._flight import wait_sync
 from ._gate import SyncGate
 from ._readthrough import SyncReadThrough
-from ._sync_call import SyncCall, start_sync
+from ._sync_call import SyncCall, admit, start_sync
 from ._sync_node import SyncNode
 from ._writes import Tally, WriteResult
-from ._zones import Zone
+from ._zones import Zone, planner
 
 __all__ = ["ReplicatedCache"]
 
@@ -51,12 +51,13 @@ class ReplicatedCache(CacheBase[SyncNode], SyncReadThrough):
     def _call(self, name: str, op: str, args: tuple[Any, ...]) -> tuple[bool, Any]:
         zone = self._zones[name]
         try:
-            reply = start_sync(zone, op, args, self.config.acquire_timeout).receive()
+            call = start_sync(zone, op, args, self.config.acquire_timeout)
         except Exception as exc:
             return False, exc
-        if len(zone.catch_up):
+        outcome = call.receive()
+        if outcome[0] and zone.catch_up.missed:
             self._catch_up(zone)
-        return True, reply
+        return outcome
 
     def _run(self, flow: Flow) -> Any:
         try:
@@ -83,13 +84,14 @@ class ReplicatedCache(CacheBase[SyncNode], SyncReadThrough):
             taken = zone.catch_up.take()
             if not taken:
                 return
-            ok = True
             try:
-                start_sync(
+                call = start_sync(
                     zone, "delete_many", ([k for k, _ in taken],), self.config.acquire_timeout
-                ).receive()
+                )
             except Exception:
                 ok = False
+            else:
+                ok = call.receive()[0]
             zone.catch_up.done(taken, ok)
             if not ok:
                 return
@@ -103,47 +105,54 @@ class ReplicatedCache(CacheBase[SyncNode], SyncReadThrough):
     ) -> Tally:
         """Pipeline one write to ``zones`` (default: every zone): send to all, then read.
 
-        Each zone call is a circuit ticket ended exactly once; a zone whose circuit is open is
-        skipped and reported failed. Once the write policy is decided, zones whose replies
-        have not arrived yet finish on a write worker and are still counted.
+        Every zone is admitted first (permit, connection, ticket) and the requests then go out
+        back to back. Each zone call is a circuit ticket ended exactly once; a zone whose
+        circuit is open is skipped and reported failed. Once the write policy is decided, zones
+        whose replies have not arrived yet finish on a write worker and are still counted.
         """
         if tally is None:
             tally = self._core.tally(op, args)
-        acquire = self.config.acquire_timeout
-        started: list[tuple[str, SyncCall]] = []
+        acquire, plan = self.config.acquire_timeout, planner(op, args)
+        admitted: list[tuple[str, SyncCall]] = []
+        sent: list[tuple[str, SyncCall]] = []
+        i = 0
         try:
             for name in tally.zones if zones is None else zones:
+                zone = self._zones[name]
                 try:
-                    started.append((name, start_sync(self._zones[name], op, args, acquire)))
+                    admitted.append((name, admit(zone, *plan(zone), acquire)))
                 except Exception as exc:
                     tally.record(name, False, exc)
+            for name, call in admitted:
+                i += 1  # from here on this call ends itself, whatever happens
+                try:
+                    call.send()
+                except Exception as exc:
+                    tally.record(name, False, exc)
+                    continue
+                sent.append((name, call))
         except BaseException as exc:  # interrupted: what was sent will not be read
-            for _, call in started:
+            for _, call in admitted[i:] + sent:
                 call.abandon()
             tally.interrupted(exc)
             raise
-        for i, (name, call) in enumerate(started):
-            if tally.result is not None and not call.ready() and self._later(tally, started[i:]):
+        for i, (name, call) in enumerate(sent):
+            if tally.decided and not call.ready() and self._later(tally, sent[i:]):
                 break
             try:
                 self._receive(tally, name, call)
             except BaseException as exc:
-                for _, rest in started[i + 1 :]:
+                for _, rest in sent[i + 1 :]:
                     rest.abandon()
                 tally.interrupted(exc)
                 raise
         return tally
 
     def _receive(self, tally: Tally, name: str, call: SyncCall) -> None:
-        try:
-            reply = call.receive()
-        except Exception as exc:
-            tally.record(name, False, exc)
-            return
-        tally.record(name, True, reply)
-        zone = call.zone
-        if len(zone.catch_up):
-            self._catch_up(zone)
+        ok, reply = call.receive()
+        tally.record(name, ok, reply)
+        if ok and call.zone.catch_up.missed:
+            self._catch_up(call.zone)
 
     def _later(self, tally: Tally, rest: list[tuple[str, SyncCall]]) -> bool:
         """Hand zones still to answer to a write worker; False if the cache is closing."""

@@ -19,11 +19,12 @@ import selectors
 import socket
 import threading
 import time
+from typing import Any
 
 from ..errors import CacheError
 from ._protocol import Parser
 
-__all__ = ["CONNECT_LIMIT", "AcquireTimeoutError", "SyncConn", "SyncNode", "readable"]
+__all__ = ["CONNECT_LIMIT", "AcquireTimeoutError", "SyncConn", "SyncNode"]
 
 CONNECT_LIMIT = 4  # connections opened at once per server
 
@@ -38,57 +39,106 @@ class AcquireTimeoutError(CacheError, TimeoutError):
 
 
 if hasattr(select, "poll"):
+    _IN, _OUT = select.POLLIN, select.POLLOUT
 
-    def readable(sock: socket.socket) -> bool:
-        """Whether ``sock`` has bytes (or an EOF) to read now; works for any fd number."""
+    def _poller(sock: socket.socket) -> Any:
+        """A poll object watching ``sock`` for reading (any fd number, one registration)."""
         poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        return bool(poller.poll(0))
+        poller.register(sock, _IN)
+        return poller
 
 else:  # pragma: no cover - platforms without poll()
+    _IN, _OUT = selectors.EVENT_READ, selectors.EVENT_WRITE
 
-    def readable(sock: socket.socket) -> bool:
-        with selectors.DefaultSelector() as sel:
-            sel.register(sock, selectors.EVENT_READ)
-            return bool(sel.select(0))
+    class _SelectorPoller:
+        """poll()'s surface over a selector, for the few platforms without poll()."""
+
+        def __init__(self, sock: socket.socket) -> None:
+            self._sel = selectors.DefaultSelector()
+            self._sel.register(sock, _IN)
+            self._sock = sock
+
+        def poll(self, ms: float | None = None) -> list[Any]:
+            return self._sel.select(None if ms is None else ms / 1000)
+
+        def modify(self, sock: socket.socket, events: int) -> None:
+            self._sel.modify(sock, events)
+
+    def _poller(sock: socket.socket) -> Any:
+        return _SelectorPoller(sock)
 
 
 class SyncConn:
-    """One blocking socket with a read buffer."""
+    """One non-blocking socket with a read buffer and a poll object of its own.
 
-    __slots__ = ("buf", "gen", "sock")
+    The socket never blocks: each ``send`` and ``recv`` is one system call, and waiting is one
+    ``poll`` bounded by the exchange's deadline (no ``settimeout`` per operation, and no poll
+    object built per wait).
+    """
+
+    __slots__ = ("buf", "gen", "poller", "sock")
 
     def __init__(self, address: tuple[str, int], timeout: float, gen: int) -> None:
-        self.sock = socket.create_connection(address, timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock = socket.create_connection(address, timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        self.poller = _poller(sock)
         self.buf = bytearray()
         self.gen = gen
 
     def send(self, payload: bytes, deadline: float) -> None:
-        remaining = deadline - _now()
-        if remaining <= 0:
-            raise TimeoutError("deadline passed before sending")
-        self.sock.settimeout(remaining)
-        self.sock.sendall(payload)  # the timeout bounds the whole sendall
+        """Send all of ``payload`` by ``deadline`` (a small request goes out in one call)."""
+        try:
+            sent = self.sock.send(payload)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(payload):
+            self._send_rest(memoryview(payload)[sent:], deadline)
+
+    def _send_rest(self, view: memoryview, deadline: float) -> None:
+        sock, poller = self.sock, self.poller
+        poller.modify(sock, _OUT)
+        try:
+            while view:
+                remaining = deadline - _now()
+                if remaining <= 0:
+                    raise TimeoutError("memcached request not sent by the deadline")
+                if not poller.poll(remaining * 1000):
+                    continue
+                try:
+                    view = view[sock.send(view) :]
+                except BlockingIOError:
+                    continue
+        finally:
+            poller.modify(sock, _IN)
 
     def receive(self, parser: Parser, deadline: float) -> None:
         """Read until ``parser`` has the whole reply, or raise TimeoutError at ``deadline``."""
-        buf, sock = self.buf, self.sock
-        while not parser.feed(buf):
+        buf = self.buf
+        if buf and parser.feed(buf):
+            return
+        sock, poll = self.sock, self.poller.poll
+        while True:
             remaining = deadline - _now()
             if remaining <= 0:
                 raise TimeoutError("memcached reply not complete by the deadline")
-            sock.settimeout(remaining)
-            # 64 KiB: a larger request makes every recv allocate (and give back) a buffer
-            # past the allocator's mmap threshold, which costs more than the round trip
-            chunk = sock.recv(65536)
+            if not poll(remaining * 1000):
+                continue
+            try:
+                # 64 KiB: a larger request makes every recv allocate (and give back) a buffer
+                # past the allocator's mmap threshold, which costs more than the round trip
+                chunk = sock.recv(65536)
+            except BlockingIOError:
+                continue
             if not chunk:
                 raise ConnectionResetError("memcached closed the connection")
             buf += chunk
+            if parser.feed(buf):
+                return
 
     def ready(self) -> bool:
         """Whether a reply has (at least partly) arrived, without waiting."""
-        return bool(self.buf) or readable(self.sock)
+        return bool(self.buf) or bool(self.poller.poll(0))
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -159,7 +209,7 @@ class SyncNode:
                 conn = idle.pop()
             except IndexError:
                 return None
-            if conn.gen == self._gen and not conn.buf and not readable(conn.sock):
+            if conn.gen == self._gen and not conn.buf and not conn.poller.poll(0):
                 return conn
             conn.close()  # closed by the server, or bytes nobody asked for
 

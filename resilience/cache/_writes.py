@@ -29,7 +29,7 @@ from ._catchup import CatchUp
 from ._fence import Fence
 from ._stats import CacheStats
 
-__all__ = ["WRITE_POLICIES", "Tally", "WritePolicy", "WriteResult", "written_keys"]
+__all__ = ["WRITE_POLICIES", "Tally", "WritePolicy", "WriteResult", "needed", "written_keys"]
 
 WritePolicy = Literal["all_minus_1", "all", "quorum", "local"]
 WRITE_POLICIES = ("all_minus_1", "all", "quorum", "local")
@@ -96,8 +96,47 @@ def written_keys(op: str, args: tuple[Any, ...]) -> list[bytes]:
     return [args[0]]
 
 
+def needed(policy: str, n: int) -> int:
+    """How many of ``n`` zones must acknowledge a write under ``policy``."""
+    if policy == "all":
+        return n
+    if policy == "quorum":
+        return n // 2 + 1
+    if policy == "local":
+        return 1
+    return max(1, n - 1)
+
+
 class Tally:
     """Outcomes of one write across zones, fed by the drivers as each zone answers."""
+
+    __slots__ = (
+        "_acked",
+        "_acks",
+        "_answered",
+        "_catch_up",
+        "_check",
+        "_failed",
+        "_fence",
+        "_local_done",
+        "_lock",
+        "_n",
+        "_need",
+        "_number",
+        "_stats",
+        "_values",
+        "args",
+        "client_error",
+        "decided",
+        "keys",
+        "local",
+        "ok",
+        "on_decided",
+        "op",
+        "policy",
+        "returned",
+        "zones",
+    )
 
     def __init__(
         self,
@@ -118,45 +157,58 @@ class Tally:
         self._stats = stats
         self._catch_up = catch_up
         self._fence = fence
-        self.keys = keys = written_keys(op, args)
-        self._values = written_values(op, args, keys)
-        self._number = fence.start(keys, self._values)
-        self._answered = 0
+        if op == "set":  # the common write, without the dispatch below
+            self.keys = keys = [args[0]]
+            self._values = values = [args[1]]
+        else:
+            self.keys = keys = written_keys(op, args)
+            self._values = values = written_values(op, args, keys)
+        self._number = fence.start(keys, values)
+        self._check = op == "set" or op == "set_many"  # replies that can say "not stored"
         self._lock = threading.Lock()
         self._acks: dict[str, Any] = {}
         self._failed: dict[str, str] = {}
+        self._n = n = len(zones)
+        self._need = needed(policy, n)
+        self._answered = 0
+        self._acked = 0
+        self._local_done = False
         self.client_error: MemcacheClientError | None = None
-        n = len(zones)
-        need = {"all": n, "quorum": n // 2 + 1, "local": 1}.get(policy, max(1, n - 1))
-        self._need = need
-        self.result: WriteResult | None = None
+        self.decided = False  # the policy is met or cannot be met any more: the caller may go
+        self.ok = False  # what was decided (it never flips; see ``final``)
         self.on_decided: Callable[[], None] | None = None
         # set when the caller has its answer; zones that had not answered then are held
         self.returned = False
 
     def record(self, zone: str, ok: bool, reply: Any) -> None:
         """One zone answered (``ok`` False: ``reply`` is the error it raised); once per zone."""
-        client = not ok and isinstance(reply, MemcacheClientError)
+        client = False
         if ok:
-            problem = _problem(self.op, reply)
-        elif client:
-            problem = None
+            problem = None if reply is True or not self._check else _problem(self.op, reply)
+        elif isinstance(reply, MemcacheClientError):
+            client, problem = True, None
         else:
             problem = f"{type(reply).__name__}: {reply}"
         with self._lock:
-            if client:
-                self.client_error = self.client_error or reply
-                self._acks[zone] = None
-            elif problem is None:
-                self._acks[zone] = reply
+            if problem is None:
+                self._acked += 1
+                if client:
+                    self.client_error = self.client_error or reply
+                    self._acks[zone] = None
+                else:
+                    self._acks[zone] = reply
             else:
                 self._failed[zone] = problem
-            decided = self.result is None and self._decided()
-            if decided:
-                self.result = self.snapshot()
-            held = self.returned
+            if zone == self.local:
+                self._local_done = True
             self._answered += 1
-            last = self._answered == len(self.zones)
+            last = self._answered == self._n
+            decided = not self.decided and self._decide(last)
+            if decided:
+                self.decided = True
+                self.ok = self._ok()
+                degraded = self.ok and bool(self._failed)
+            held = self.returned
         keys = self.keys
         if client:
             self._stats.count(zone, self.op, "client_error")
@@ -182,7 +234,7 @@ class Tally:
         if last:
             self._fence.finish(keys)
         if decided:
-            if self.result is not None and self.result.degraded:
+            if degraded:
                 self._stats.degraded()
             if self.on_decided is not None:
                 self.on_decided()
@@ -199,22 +251,20 @@ class Tally:
         if keys and zone in self._catch_up:
             self._catch_up[zone].add(keys)
 
-    def _decided(self) -> bool:
-        acks, failed, local = self._acks, self._failed, self.local
+    def _decide(self, last: bool) -> bool:
+        """Whether the write policy is now met, or can no longer be met (under the lock)."""
         if self.policy == "local":
-            return local in acks or local in failed
-        if len(acks) + len(failed) == len(self.zones):
+            return self._local_done
+        if last or len(self._failed) > self._n - self._need:
             return True
-        if len(failed) > len(self.zones) - self._need:
-            return True
-        if len(acks) < self._need:
+        if self._acked < self._need:
             return False
-        return self.policy != "all_minus_1" or local in acks or local in failed
+        return self.policy != "all_minus_1" or self._local_done
 
     def _ok(self) -> bool:
         if self.policy == "local":
             return self.local in self._acks
-        return len(self._acks) >= self._need
+        return self._acked >= self._need
 
     def final(self) -> WriteResult:
         """What the caller is told: every zone answered so far (the decision never flips:
@@ -225,22 +275,29 @@ class Tally:
         """
         with self._lock:
             self.returned = True
-            result = self.snapshot()
+            zones, acks, failed = self.zones, self._acks, self._failed
+            if self._answered == self._n:  # every zone answered: nothing changes any more
+                acked = zones if self._acked == self._n else tuple([z for z in zones if z in acks])
+                return WriteResult(
+                    op=self.op,
+                    policy=self.policy,
+                    ok=self._ok(),
+                    acknowledged=acked,
+                    failed=failed,
+                    pending=(),
+                    replies=acks,
+                )
+            pending = tuple([z for z in zones if z not in acks and z not in failed])
             if self.keys:
-                for zone in result.pending:
+                for zone in pending:
                     if zone in self._catch_up:
                         self._catch_up[zone].hold(self.keys)
-            return result
-
-    def snapshot(self) -> WriteResult:
-        """The result as of now (zones that have not answered are pending)."""
-        done = self._acks.keys() | self._failed.keys()
-        return WriteResult(
-            op=self.op,
-            policy=self.policy,
-            ok=self._ok(),
-            acknowledged=tuple(z for z in self.zones if z in self._acks),
-            failed=dict(self._failed),
-            pending=tuple(z for z in self.zones if z not in done),
-            replies=dict(self._acks),
-        )
+            return WriteResult(
+                op=self.op,
+                policy=self.policy,
+                ok=self._ok(),
+                acknowledged=tuple([z for z in zones if z in acks]),
+                failed=dict(failed),
+                pending=pending,
+                replies=dict(acks),
+            )

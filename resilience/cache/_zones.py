@@ -22,11 +22,12 @@ from ._keys import placement_text
 from ._protocol import Parser
 from ._sync_node import SyncNode
 
-__all__ = ["Exchange", "Plan", "Zone"]
+__all__ = ["Combine", "Exchange", "Plan", "Zone", "one_key", "planner"]
 
 N = TypeVar("N", SyncNode, AsyncNode)
 Exchange = tuple[Any, bytes, Parser]
-Plan = tuple[list[Exchange], Callable[[list[Any]], Any]]
+Combine = Callable[[list[Any]], Any]
+Plan = tuple[list[Exchange], Combine]
 
 _PLACEMENT_MEMO = 65536  # keys whose server is remembered (pure-Python hashing is O(servers))
 
@@ -44,6 +45,43 @@ def _merge(replies: list[Any]) -> Any:
 
 def _all_true(replies: list[Any]) -> bool:
     return all(all(r) for r in replies)
+
+
+_VERBS = {op: op.encode() for op in ("set", "add", "replace", "append", "prepend", "incr", "decr")}
+
+
+def one_key(op: str, args: tuple[Any, ...]) -> tuple[bytes, bytes, int, Combine] | None:
+    """``(key, request, reply kind, combine)`` of a one-key write, the same in every zone (the
+    request is built once per write); None for the other operations."""
+    if op == "set" or op == "add" or op == "replace" or op == "append" or op == "prepend":
+        key, (data, flags), ttl = args
+        return key, proto.store_cmd(_VERBS[op], key, data, flags, ttl), proto.REPLY, _first
+    if op == "delete":
+        key = args[0]
+        return key, proto.delete_cmd(key), proto.REPLY, _first
+    if op == "touch":
+        key, ttl = args
+        return key, proto.touch_cmd(key, ttl), proto.REPLY, _first
+    if op == "incr" or op == "decr":
+        key, delta = args
+        return key, proto.incr_cmd(_VERBS[op], key, delta), proto.INCR, _first
+    if op == "cas":
+        key, (data, flags), ttl, token = args
+        return key, proto.cas_cmd(key, data, flags, ttl, token), proto.CAS, _first
+    return None
+
+
+def planner(op: str, args: tuple[Any, ...]) -> Callable[[Zone[Any]], Plan]:
+    """How to plan ``op`` in any zone; a one-key write's request is built once, not per zone."""
+    one = one_key(op, args)
+    if one is None:
+        return lambda zone: zone.plan(op, args)
+    key, payload, kind, combine = one
+
+    def plan(zone: Zone[Any]) -> Plan:
+        return [(zone.node(key), payload, Parser(kind))], combine
+
+    return plan
 
 
 class Zone(Generic[N]):
@@ -92,6 +130,10 @@ class Zone(Generic[N]):
             return [(self.node(key), proto.get_cmd([key]), Parser(proto.GET))], lambda r: r[0].get(
                 key
             )
+        one = one_key(op, args)
+        if one is not None:
+            key, payload, kind, combine = one
+            return [(self.node(key), payload, Parser(kind))], combine
         if op in ("get_many", "gets_many"):
             kind = proto.GET if op == "get_many" else proto.GETS
             gets = op == "gets_many"
@@ -99,31 +141,13 @@ class Zone(Generic[N]):
                 (node, proto.get_cmd(keys, gets), Parser(kind))
                 for node, keys in self.group(args[0]).items()
             ], _merge
-        if op in ("set", "add", "replace", "append", "prepend"):
-            key, (data, flags), ttl = args
-            cmd = proto.store_cmd(op.encode(), key, data, flags, ttl)
-            return [(self.node(key), cmd, Parser(proto.REPLY))], _first
-        if op == "cas":
-            key, (data, flags), ttl, token = args
-            cmd = proto.cas_cmd(key, data, flags, ttl, token)
-            return [(self.node(key), cmd, Parser(proto.CAS))], _first
         if op in ("set_many", "add_many"):
             return self._store_many(op[:3].encode(), *args)
-        if op == "delete":
-            key = args[0]
-            return [(self.node(key), proto.delete_cmd(key), Parser(proto.REPLY))], _first
         if op == "delete_many":
             return [
                 (node, b"".join(proto.delete_cmd(k) for k in keys), Parser(proto.REPLY, len(keys)))
                 for node, keys in self.group(args[0]).items()
             ], lambda r: None
-        if op == "touch":
-            key, ttl = args
-            return [(self.node(key), proto.touch_cmd(key, ttl), Parser(proto.REPLY))], _first
-        if op in ("incr", "decr"):
-            key, delta = args
-            cmd = proto.incr_cmd(op.encode(), key, delta)
-            return [(self.node(key), cmd, Parser(proto.INCR))], _first
         if op == "flush_all":
             return [
                 (node, proto.flush_cmd(args[0]), Parser(proto.OK)) for node in self.nodes.values()
