@@ -5,23 +5,24 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from ..circuit import State
 from ..context import current_scope
-from ..errors import CacheClientError, CacheWriteError
 from ._async_call import AsyncCall, Deadlines, start_async
 from ._async_node import AsyncNode
 from ._base import CacheBase
 from ._batch import Batcher
-from ._core import CALL, MISS, Flow
 from ._flight import wait_async
 from ._gate import AsyncGate
 from ._readthrough import AsyncReadThrough
+from ._steps import CALL, MISS, WAIT, WRITE, Flow
 from ._writes import Tally, WriteResult
 from ._zones import Zone
 
 __all__ = ["AsyncReplicatedCache"]
+
+T = TypeVar("T")
 
 
 def _record(tally: Tally, zone: str, ok: bool, reply: Any) -> None:
@@ -103,17 +104,24 @@ class AsyncReplicatedCache(CacheBase[AsyncNode], AsyncReadThrough):
             self._calls.discard(call)
             raise
 
-    async def _run(self, flow: Flow) -> Any:
+    async def _run(self, flow: Flow[T]) -> T:
+        """Run a flow of the core to its answer: do each step it asks for (see ``_steps``)."""
         try:
             step = next(flow)
             while True:
-                if step[0] == CALL:
+                kind = step[0]
+                if kind == CALL:
                     outcome: Any = await self._call(step[1], step[2], step[3])
+                elif kind == WRITE:
+                    outcome = await self._write(step[1], step[2], step[3], step[4])
+                elif kind == WAIT:
+                    outcome = await wait_async(step[2], step[1], step[3])
                 else:
-                    outcome = await wait_async(step[2], step[1], self._core.wait_timeout)
+                    outcome = await self._run_loader(step[1], step[2], step[3], step[4])
                 step = flow.send(outcome)
         except StopIteration as stop:
-            return stop.value
+            answer: T = stop.value
+            return answer
         finally:
             flow.close()
 
@@ -184,118 +192,69 @@ class AsyncReplicatedCache(CacheBase[AsyncNode], AsyncReadThrough):
 
     async def get_many(self, keys: Iterable[str | bytes]) -> dict[Any, Any]:
         """See :meth:`ReplicatedCache.get_many`."""
-        encoded, users = self._keys(keys)
-        if not encoded:
-            return {}
-        return self._by_user_key(await self._run(self._core.read_many_flow(encoded)), users)
+        return await self._run(self._core.read_many(keys))
 
     async def gets(self, key: str | bytes, default: Any = None) -> tuple[Any, int | None]:
         """See :meth:`ReplicatedCache.gets`."""
-        value, token = await self._run(self._core.gets_flow(self._core.key(key)))
-        return (default if value is MISS else value), token
+        return await self._run(self._core.gets_flow(key, default))
 
     # -- writes ---------------------------------------------------------------------------
 
     async def set(self, key: str | bytes, value: Any, ttl: int | None = None) -> WriteResult:
         """See :meth:`ReplicatedCache.set`."""
-        k = self._core.key(key)
-        tally = await self._write("set", (k, self._core.encode(key, value), self._core.ttl(ttl)))
-        return self._core.finish(tally, [k], {k: value}, key)
+        return await self._run(self._core.set_flow(key, value, ttl))
 
     async def set_many(
         self, mapping: Mapping[str | bytes, Any], ttl: int | None = None
     ) -> WriteResult:
         """See :meth:`ReplicatedCache.set_many`."""
-        items, values = self._items(mapping)
-        tally = await self._write("set_many", (items, self._core.ttl(ttl)))
-        return self._core.finish(tally, list(items), values)
+        return await self._run(self._core.set_many_flow(mapping, ttl))
 
     async def add(self, key: str | bytes, value: Any, ttl: int | None = None) -> WriteResult:
         """See :meth:`ReplicatedCache.add`."""
-        return await self._store("add", key, self._core.encode(key, value), ttl)
+        return await self._run(self._core.store_flow("add", key, value, ttl))
 
     async def replace(self, key: str | bytes, value: Any, ttl: int | None = None) -> WriteResult:
         """See :meth:`ReplicatedCache.replace`."""
-        return await self._store("replace", key, self._core.encode(key, value), ttl)
+        return await self._run(self._core.store_flow("replace", key, value, ttl))
 
     async def append(self, key: str | bytes, data: str | bytes) -> WriteResult:
         """See :meth:`ReplicatedCache.append`."""
-        return await self._store("append", key, self._raw(data), 0)
+        return await self._run(self._core.concat_flow("append", key, data))
 
     async def prepend(self, key: str | bytes, data: str | bytes) -> WriteResult:
         """See :meth:`ReplicatedCache.prepend`."""
-        return await self._store("prepend", key, self._raw(data), 0)
-
-    async def _store(self, op: str, key: str | bytes, item: Any, ttl: int | None) -> WriteResult:
-        k = self._core.key(key)
-        tally = await self._write(op, (k, item, self._core.ttl(ttl)))
-        return self._core.finish(tally, [k], None, key)
+        return await self._run(self._core.concat_flow("prepend", key, data))
 
     async def cas(
         self, key: str | bytes, value: Any, cas_token: int, ttl: int | None = None
     ) -> bool | None:
         """See :meth:`ReplicatedCache.cas`."""
-        k = self._core.key(key)
-        item, t = self._core.encode(key, value), self._core.ttl(ttl)
-        if isinstance(cas_token, bool) or not isinstance(cas_token, int) or cas_token < 0:
-            raise ValueError(f"cas_token must be the integer gets() returned, got {cas_token!r}")
-        local = self._core.local
-        ok, reply = await self._call(local, "cas", (k, item, t, cas_token))
-        self._core.note_writes([k], None)
-        if not ok:
-            if isinstance(reply, Exception) and self._core.is_client_error(reply):
-                raise CacheClientError("cas", key, str(reply)) from reply
-            message = f"cache {self.name!r}: cas failed in the local zone: {reply}"
-            raise CacheWriteError(message, None)
-        if reply is not True:
-            return reply  # type: ignore[no-any-return]
-        tally = self._core.tally("set", (k, item, t))
-        tally.record(local, True, True)
-        others = [z for z in tally.zones if z != local]
-        written = await self._write("set", (k, item, t), others, tally)
-        self._core.finish(written, [k], {k: value}, key)
-        return True
+        return await self._run(self._core.cas_flow(key, value, cas_token, ttl))
 
     async def delete(self, key: str | bytes) -> WriteResult:
         """See :meth:`ReplicatedCache.delete`."""
-        k = self._core.key(key)
-        return self._core.finish(await self._write("delete", (k,)), [k], {k: MISS}, key)
+        return await self._run(self._core.delete_flow(key))
 
     async def delete_many(self, keys: Iterable[str | bytes]) -> WriteResult:
         """See :meth:`ReplicatedCache.delete_many`."""
-        encoded, _ = self._keys(keys)
-        tally = await self._write("delete_many", (encoded,))
-        return self._core.finish(tally, encoded, dict.fromkeys(encoded, MISS))
+        return await self._run(self._core.delete_many_flow(keys))
 
     async def touch(self, key: str | bytes, ttl: int | None = None) -> WriteResult:
         """See :meth:`ReplicatedCache.touch`."""
-        k = self._core.key(key)
-        tally = await self._write("touch", (k, self._core.ttl(ttl)))
-        return self._core.finish(tally, [k], None, key)
+        return await self._run(self._core.touch_flow(key, ttl))
 
     async def incr(self, key: str | bytes, delta: int = 1) -> int | None:
         """See :meth:`ReplicatedCache.incr`."""
-        return await self._counter("incr", key, delta)
+        return await self._run(self._core.counter_flow("incr", key, delta))
 
     async def decr(self, key: str | bytes, delta: int = 1) -> int | None:
         """See :meth:`ReplicatedCache.decr`."""
-        return await self._counter("decr", key, delta)
-
-    async def _counter(self, op: str, key: str | bytes, delta: int) -> int | None:
-        args = self._core.counter_args(key, delta)
-        result = self._core.finish(await self._write(op, args), [args[0]], None, key)
-        return self._core.counter_value(result)
+        return await self._run(self._core.counter_flow("decr", key, delta))
 
     async def flush_all(self, *, zones: Iterable[str], delay: int = 0) -> WriteResult:
         """See :meth:`ReplicatedCache.flush_all`."""
-        names = self._flush_zones(zones)
-        tally = self._core.tally("flush_all", (delay,), names)
-        written = await self._write("flush_all", (delay,), names, tally)
-        result = self._core.finish(written, [], None)
-        for z in result.acknowledged:
-            self._zones[z].catch_up.clear()
-        self._core.forget_all()
-        return result
+        return await self._run(self._core.flush_flow(zones, delay))
 
     # -- lifecycle ------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import contextlib
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from ..circuit import Dependency, Policy, Registry, State, registry
@@ -262,56 +262,7 @@ class CacheBase(Generic[N]):
         zones, local = list(self._zones), self.config.local_zone
         return f"<{type(self).__name__} {self.name!r} zones={zones} local={local!r}>"
 
-    # -- helpers shared by the drivers ----------------------------------------------------
-
-    def _keys(
-        self, keys: Iterable[str | bytes]
-    ) -> tuple[list[bytes], dict[bytes, list[str | bytes]]]:
-        """Encoded keys (deduplicated, in order) and the caller's keys each one stands for."""
-        if isinstance(keys, (str, bytes)):
-            raise TypeError("keys must be an iterable of keys, not a single str or bytes")
-        encode = self._core.key
-        users: dict[bytes, list[str | bytes]] = {}
-        for key in keys:
-            users.setdefault(encode(key), []).append(key)
-        return list(users), users
-
-    @staticmethod
-    def _by_user_key(
-        found: dict[bytes, Any], users: dict[bytes, list[str | bytes]]
-    ) -> dict[Any, Any]:
-        return {user: value for key, value in found.items() for user in users[key]}
-
-    def _items(
-        self, mapping: Mapping[str | bytes, Any]
-    ) -> tuple[dict[bytes, Any], dict[bytes, Any]]:
-        """Encoded keys -> stored items, and -> the values (for the request memo)."""
-        items: dict[bytes, Any] = {}
-        values: dict[bytes, Any] = {}
-        for user_key, value in mapping.items():
-            key = self._core.key(user_key)
-            items[key] = self._core.encode(user_key, value)
-            values[key] = value
-        return items, values
-
-    def _flush_zones(self, zones: Iterable[str]) -> tuple[str, ...]:
-        if isinstance(zones, str):
-            raise ConfigError("zones", f"must be a list of zone names, got {zones!r}")
-        names = tuple(dict.fromkeys(zones))
-        unknown = [z for z in names if z not in self._zones]
-        if not names or unknown:
-            raise ConfigError(
-                "zones", f"flush_all needs zones among {list(self._zones)}, got {list(names)}"
-            )
-        return names
-
-    def _raw(self, value: str | bytes) -> tuple[bytes, int]:
-        """append/prepend data: bytes or str, added to the stored bytes as they are."""
-        if isinstance(value, bytes):
-            return value, 0
-        if isinstance(value, str):
-            return value.encode(), 0
-        raise TypeError(f"append/prepend take str or bytes, not {type(value).__name__}")
+    # -- lifecycle shared by the drivers ------------------------------------------------
 
     def _mark_closed(self) -> None:
         self._closed = True

@@ -17,54 +17,32 @@ outcome is unknown, is caught up (deleted later) rather than trusted.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pymemcache.exceptions import MemcacheClientError
-
 from ..context import current_scope
-from ..errors import (
-    BulkheadFullError,
-    CacheClientError,
-    CacheWriteError,
-    CircuitOpenError,
-    ConfigError,
-    ValueTooLargeError,
-)
+from ..errors import BulkheadFullError, CircuitOpenError
 from ._catchup import CatchUp
 from ._config import CacheConfig
 from ._fence import Fence
-from ._flight import RETRY, finish, join, remember
+from ._flight import RETRY, finish, join
 from ._keys import key_encoder
 from ._protocol import Item
 from ._stats import CacheStats
+from ._steps import CALL, MISS, WAIT, Flow
 from ._sync_node import AcquireTimeoutError
-from ._writes import Tally, WriteResult
+from ._write_flows import WriteFlows
 
 __all__ = ["CALL", "MISS", "WAIT", "CacheCore", "Flow"]
 
-CALL = 0  # step: (CALL, zone, op, args) -> the driver sends back (ok, reply or error)
-WAIT = 1  # step: (WAIT, flight, lock) -> the driver waits for the flight and sends its value
-
-MAX_DELTA = 2**64 - 1  # memcached counters are unsigned 64-bit
-
-
-class _Miss:
-    def __repr__(self) -> str:
-        return "MISS"
-
-
-MISS: Any = _Miss()
 _UNDECODABLE: Any = object()
 # a zone call that failed with one of these sent nothing
 _NOT_SENT = (AcquireTimeoutError, CircuitOpenError, BulkheadFullError)
 
-Step = tuple[Any, ...]
-Flow = Generator[Step, Any, Any]
 
-
-class CacheCore:
-    """Keys, values and zone routing of one cache; shared by both drivers."""
+class CacheCore(WriteFlows):
+    """Keys, values and zone routing of one cache; shared by both drivers (the writes are
+    in :class:`~._write_flows.WriteFlows`)."""
 
     def __init__(self, config: CacheConfig, catch_up: Mapping[str, CatchUp], fence: Fence) -> None:
         self.config = config
@@ -80,13 +58,12 @@ class CacheCore:
         self.fence = fence
         self._repair = config.read_repair
         self._repair_ttl = config.effective_repair_ttl
-        self._max_size = config.max_value_size
         # how long a request waits for another caller's fetch of the same key before fetching
         self.wait_timeout = (config.timeout + config.acquire_timeout) * (len(config.zones) + 1)
 
     # -- per-request dedup --------------------------------------------------------------
 
-    def read_flow(self, key: bytes) -> Flow:
+    def read_flow(self, key: bytes) -> Flow[Any]:
         """``get_flow`` behind the request scope's memo and single flight; returns the value."""
         scope = current_scope()
         if scope is None:
@@ -96,7 +73,7 @@ class CacheCore:
         flight, leader = join(memo, lock, mkey)
         if not leader:
             shared = not flight.done
-            value = (yield (WAIT, flight, lock)) if shared else flight.value
+            value = (yield (WAIT, flight, lock, self.wait_timeout)) if shared else flight.value
             if value is not RETRY:
                 self.stats.dedup(shared)
                 return value
@@ -109,7 +86,20 @@ class CacheCore:
             finish(memo, lock, mkey, flight, value if certain else RETRY, keep=certain)
         return value
 
-    def read_many_flow(self, keys: list[bytes]) -> Flow:
+    def read_many(self, keys: Iterable[str | bytes]) -> Flow[dict[Any, Any]]:
+        """``get_many``: the caller's keys mapped to the values found (keys are checked now)."""
+        encoded, users = self.keys(keys)
+        return self._read_many(encoded, users)
+
+    def _read_many(
+        self, encoded: list[bytes], users: dict[bytes, list[str | bytes]]
+    ) -> Flow[dict[Any, Any]]:
+        if not encoded:
+            return {}
+        found = yield from self.read_many_flow(encoded)
+        return {user: value for key, value in found.items() for user in users[key]}
+
+    def read_many_flow(self, keys: list[bytes]) -> Flow[dict[bytes, Any]]:
         """``get_many_flow`` behind the memo: only keys the request has not seen are fetched."""
         scope = current_scope()
         if scope is None:
@@ -142,7 +132,7 @@ class CacheCore:
             out.update(found)
         again = []
         for key, flight in waiting:
-            value = yield (WAIT, flight, lock)
+            value = yield (WAIT, flight, lock, self.wait_timeout)
             if value is RETRY:
                 again.append(key)
                 continue
@@ -154,42 +144,7 @@ class CacheCore:
             out.update(more)
         return out
 
-    def note_writes(self, keys: list[bytes], known: Mapping[bytes, Any] | None) -> None:
-        """Keep the request's memo true to a write: remember ``known`` values, forget the rest."""
-        scope = current_scope()
-        if scope is None:
-            return
-        memo, name = scope.memo, self.name
-        with scope.lock:
-            for key in keys:
-                if known is not None and key in known:
-                    remember(memo, (name, key), known[key])
-                else:
-                    memo.pop((name, key), None)
-
-    def forget_all(self) -> None:
-        """A flush: the request's memo of this cache is void."""
-        scope = current_scope()
-        if scope is None:
-            return
-        with scope.lock:
-            for mkey in [k for k in scope.memo if isinstance(k, tuple) and k[0] == self.name]:
-                del scope.memo[mkey]
-
     # -- values and arguments --------------------------------------------------------
-
-    def encode(self, user_key: str | bytes, value: Any) -> Item:
-        data, flags = self.serde.dumps(value)
-        if len(data) > self._max_size:
-            raise ValueTooLargeError(user_key, len(data), self._max_size)
-        return data, flags
-
-    def ttl(self, ttl: int | None) -> int:
-        if ttl is None:
-            return self.config.default_ttl
-        if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 0:
-            raise ConfigError("ttl", f"must be an integer >= 0 (seconds), got {ttl!r}")
-        return ttl
 
     def decode(self, zone: str, op: str, item: Item) -> Any:
         """The stored value, or ``_UNDECODABLE`` (counted) when the serde cannot read it."""
@@ -220,7 +175,9 @@ class CacheCore:
         self.stats.count(self.local, "get", "hit")
         return value
 
-    def get_flow(self, key: bytes, local_outcome: tuple[bool, Any] | None = None) -> Flow:
+    def get_flow(
+        self, key: bytes, local_outcome: tuple[bool, Any] | None = None
+    ) -> Flow[tuple[Any, bool]]:
         """Local zone, then the others; returns ``(value or MISS, certain)``.
 
         ``certain`` is False when a zone failed before anyone answered with a hit, so a miss
@@ -257,7 +214,7 @@ class CacheCore:
             return value, True
         return MISS, certain
 
-    def get_many_flow(self, keys: list[bytes]) -> Flow:
+    def get_many_flow(self, keys: list[bytes]) -> Flow[tuple[dict[bytes, Any], bool]]:
         """Ask each zone in turn for the keys still missing; returns ``(found, certain)``."""
         stats, local, fence = self.stats, self.local, self.fence
         found: dict[bytes, Any] = {}
@@ -304,24 +261,28 @@ class CacheCore:
             yield from self._repair_flow(repair, marks)
         return found, certain
 
-    def gets_flow(self, key: bytes) -> Flow:
-        """``gets`` in the local zone only (a cas token is one server's); ``(value, token)``."""
+    def gets_flow(self, key: str | bytes, default: Any) -> Flow[tuple[Any, int | None]]:
+        """``gets`` in the local zone only (a cas token is one server's); ``(value, token)``,
+        ``(default, None)`` when absent there."""
+        return self._gets(self.key(key), default)
+
+    def _gets(self, key: bytes, default: Any) -> Flow[tuple[Any, int | None]]:
         zone = self.local
         ok, reply = yield (CALL, zone, "gets_many", ([key],))
         if not ok:
             self._failed(zone, "gets", reply)
-            return MISS, None
+            return default, None
         item = reply.get(key)
         if item is None:
             self.stats.count(zone, "gets", "miss")
-            return MISS, None
+            return default, None
         value = self.decode(zone, "gets", item[:2])
         if value is _UNDECODABLE:
-            return MISS, None
+            return default, None
         self.stats.count(zone, "gets", "hit")
         return value, item[2]
 
-    def _repair_flow(self, items: dict[bytes, Item], marks: Mapping[bytes, int]) -> Flow:
+    def _repair_flow(self, items: dict[bytes, Item], marks: Mapping[bytes, int]) -> Flow[None]:
         """Copy remote hits into the local zone with ``add`` (a write that reached the local
         zone meanwhile is newer than our copy), unless a write of the key started since the
         local zone's miss; a copy that raced one, or whose outcome is unknown, is caught up."""
@@ -347,64 +308,3 @@ class CacheCore:
                 queue.add(list(items))  # it may still land
             self.stats.count(local, "repair", "error")
         return None
-
-    # -- writes -----------------------------------------------------------------------
-
-    def tally(self, op: str, args: tuple[Any, ...], zones: tuple[str, ...] | None = None) -> Tally:
-        policy = self.config.write_policy if zones is None else "all"
-        return Tally(
-            op,
-            args,
-            self.write_zones if zones is None else zones,
-            policy,
-            self.local,
-            self.stats,
-            self.catch_up,
-            self.fence,
-        )
-
-    def finish(
-        self,
-        tally: Tally,
-        keys: list[bytes],
-        known: Mapping[bytes, Any] | None,
-        user_key: str | bytes | None = None,
-    ) -> WriteResult:
-        """The caller's answer: the decided result, or the error the caller must see.
-
-        Args:
-            keys: the keys written, and ``known``: their values now (MISS after a delete), or
-                None when the write leaves them unknown (add, incr); the request memo follows.
-            user_key: the caller's key, for a ``CacheClientError``.
-        """
-        result = tally.final()
-        client = tally.client_error
-        self.note_writes(keys, known if result.ok and client is None else None)
-        if client is not None:
-            raise CacheClientError(tally.op, user_key, str(client)) from client
-        if not result.ok:
-            raise CacheWriteError(
-                f"cache {self.name!r}: {tally.op} did not satisfy write policy {tally.policy!r} "
-                f"(acknowledged {list(result.acknowledged)}, failed {dict(result.failed)}, "
-                f"pending {list(result.pending)})",
-                result,
-            )
-        return result
-
-    def counter_args(self, key: str | bytes, delta: int) -> tuple[bytes, int]:
-        """incr/decr: the encoded key and a validated delta (memcached takes 0..2**64-1)."""
-        if isinstance(delta, bool) or not isinstance(delta, int) or not 0 <= delta <= MAX_DELTA:
-            raise ValueError(f"delta must be an integer in 0..2**64-1, got {delta!r}")
-        return self.key(key), delta
-
-    def counter_value(self, result: WriteResult) -> int | None:
-        """incr/decr: the new value from the first zone in read order that has the key."""
-        for zone in self.order:
-            value = result.replies.get(zone)
-            if value is not None:
-                return int(value)
-        return None
-
-    @staticmethod
-    def is_client_error(error: Any) -> bool:
-        return isinstance(error, MemcacheClientError)

@@ -12,18 +12,20 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ..circuit import MISSING, Guard, Policy, Registry
 from ..errors import CacheError, ConfigError
-from ._flight import RETRY, Failed, finish, join, wait_async, wait_sync
+from ._flight import RETRY, Failed, finish, join
+from ._steps import LOAD, MISS, WAIT, Flow
 
 __all__ = [
     "DEFAULT_LOADER_CONCURRENCY",
     "DEFAULT_LOADER_TIMEOUT",
     "AsyncReadThrough",
     "FromFallback",
+    "ReadThrough",
     "SyncReadThrough",
 ]
 
@@ -76,7 +78,10 @@ def _wrap_fallback(fallback: Callable[..., Any]) -> Callable[..., Any]:
     return fb
 
 
-class _ReadThrough:
+class ReadThrough:
+    """``cached``, shared by both caches: the decorator, and the load as a flow the drivers run
+    (join the key's load or lead it, run the loader through its guard, store what it gave)."""
+
     _registry: Registry
     _loads: dict[Any, Any]
     _loads_lock: Any
@@ -85,6 +90,59 @@ class _ReadThrough:
 
         @property
         def name(self) -> str: ...
+
+    def cached(
+        self,
+        key: Callable[..., str | bytes],
+        ttl: int | None = None,
+        *,
+        loader_concurrency: int = DEFAULT_LOADER_CONCURRENCY,
+        loader_timeout: float = DEFAULT_LOADER_TIMEOUT,
+        pool: str = "realtime",
+        fallback: Any = MISSING,
+    ) -> Callable[[Callable[P, T]], Callable[P, T]]:
+        """Decorate a loader: read ``key(*args, **kwargs)`` from the cache, load and store on miss.
+
+        Loads run through the circuit dependency ``cache.<name>.loader.<pool>``, cut off at
+        ``loader_timeout`` seconds, at most ``loader_concurrency`` at once (the blocking cache
+        runs them on a thread pool of that many workers and queue slots, the asyncio cache
+        under a semaphore); one load per key runs at a time in this process and concurrent
+        callers of that key share its result. When the loader fails, is rejected or its circuit
+        is open, callers get ``fallback`` (a value, or a function called with the same
+        arguments) or the error; a fallback value is never written to the cache. The blocking
+        cache takes plain functions and the asyncio cache coroutine functions: the other kind is
+        a ``ConfigError`` here, at decoration time.
+
+        Args:
+            key: builds the cache key from the decorated function's arguments.
+            ttl: ttl of loaded values (default: the cache's ``default_ttl``).
+            loader_concurrency: loads running at once (default 10).
+            loader_timeout: seconds a load may take (default 1.0).
+            pool: loader pool name (default ``"realtime"``); give batch callers their own
+                (``pool="batch"``) so they cannot starve real-time ones.
+            fallback: what callers get when the load fails (default: the error).
+        """
+        guard = self._loader(pool, loader_concurrency, loader_timeout, fallback)
+        wait = loader_timeout * 2 + 1.0
+
+        def decorate(fn: Callable[P, T]) -> Callable[P, T]:
+            self._check_loader(fn)
+            return self._read_through(fn, key, ttl, guard, wait)
+
+        return decorate
+
+    def _check_loader(self, fn: Callable[..., Any]) -> None:
+        raise NotImplementedError
+
+    def _read_through(
+        self,
+        fn: Callable[P, T],
+        key: Callable[..., str | bytes],
+        ttl: int | None,
+        guard: Guard,
+        wait: float,
+    ) -> Callable[P, T]:
+        raise NotImplementedError
 
     def _loader(self, pool: str, concurrency: int, timeout: float, fallback: Any) -> Guard:
         if not isinstance(pool, str) or not pool or "." in pool:
@@ -104,70 +162,7 @@ class _ReadThrough:
             return dep.guard(fallback=_wrap_fallback(fallback))
         return dep.guard(fallback=FromFallback(fallback))
 
-
-class SyncReadThrough(_ReadThrough):
-    """``cached`` for the blocking cache."""
-
-    if TYPE_CHECKING:
-
-        def get(self, key: str | bytes, default: Any = None) -> Any: ...
-
-        def set(self, key: str | bytes, value: Any, ttl: int | None = None) -> Any: ...
-
-    def cached(
-        self,
-        key: Callable[..., str | bytes],
-        ttl: int | None = None,
-        *,
-        loader_concurrency: int = DEFAULT_LOADER_CONCURRENCY,
-        loader_timeout: float = DEFAULT_LOADER_TIMEOUT,
-        pool: str = "realtime",
-        fallback: Any = MISSING,
-    ) -> Callable[[Callable[P, T]], Callable[P, T]]:
-        """Decorate a loader: read ``key(*args, **kwargs)`` from the cache, load and store on miss.
-
-        Loads run through the circuit dependency ``cache.<name>.loader.<pool>``: a thread
-        pool of ``loader_concurrency`` workers (and as many queue slots) cut off at
-        ``loader_timeout`` seconds; one load per key runs at a time in this process and
-        concurrent callers of that key share its result. When the loader fails, is rejected or
-        its circuit is open, callers get ``fallback`` (a value, or a function called with the
-        same arguments) or the error; a fallback value is never written to the cache. An
-        ``async def`` loader is a ``ConfigError``: use ``AsyncReplicatedCache.cached``.
-
-        Args:
-            key: builds the cache key from the decorated function's arguments.
-            ttl: ttl of loaded values (default: the cache's ``default_ttl``).
-            loader_concurrency: loads running at once (default 10).
-            loader_timeout: seconds a load may take (default 1.0).
-            pool: loader pool name (default ``"realtime"``); give batch callers their own
-                (``pool="batch"``) so they cannot starve real-time ones.
-            fallback: what callers get when the load fails (default: the error).
-        """
-        guard = self._loader(pool, loader_concurrency, loader_timeout, fallback)
-        wait = loader_timeout * 2 + 1.0
-        from ._core import MISS
-
-        def decorate(fn: Callable[P, T]) -> Callable[P, T]:
-            if is_async(fn) or inspect.isasyncgenfunction(fn):
-                raise ConfigError(
-                    "cached",
-                    f"{getattr(fn, '__qualname__', fn)!r} is async: a blocking cache cannot "
-                    "cache its coroutine; decorate it with AsyncReplicatedCache.cached",
-                )
-
-            @functools.wraps(fn)
-            def read_through(*args: P.args, **kwargs: P.kwargs) -> T:
-                user_key = key(*args, **kwargs)
-                value = self.get(user_key, MISS)
-                if value is not MISS:
-                    return value  # type: ignore[no-any-return]
-                return self._load(user_key, ttl, guard, fn, args, kwargs, wait)  # type: ignore[no-any-return]
-
-            return read_through
-
-        return decorate
-
-    def _load(
+    def _load_flow(
         self,
         user_key: str | bytes,
         ttl: int | None,
@@ -176,105 +171,121 @@ class SyncReadThrough(_ReadThrough):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         wait: float,
-    ) -> Any:
+    ) -> Flow[Any]:
+        """A miss: share the key's load in flight, or lead one and store what it gave."""
         k = self._core.key(user_key)
         flight, leader = join(self._loads, self._loads_lock, k)
         if not leader:
-            shared = wait_sync(self._loads_lock, flight, wait)
+            shared = yield (WAIT, flight, self._loads_lock, wait)
             if shared is not RETRY:
                 return _unwrap(shared)
         value: Any = RETRY
         try:
-            value = guard.call(fn, None, args, kwargs)
-        except Exception as exc:
-            value = Failed(exc)
-            raise
+            ok, value = yield (LOAD, guard, fn, args, kwargs)
+            if not ok:
+                error, value = value, Failed(value)
+                raise error
         finally:
+            # also when the caller is interrupted or cancelled (the flow is closed): waiters
+            # must not wait for a load that will never end
             if leader:
                 finish(self._loads, self._loads_lock, k, flight, value, keep=False)
         if not isinstance(value, FromFallback):
             try:
-                self.set(user_key, value, ttl)
+                yield from self._core.set_flow(user_key, value, ttl)
             except CacheError as exc:
                 log.warning("cache %s: could not store loaded %r: %s", self.name, user_key, exc)
         return _unwrap(value)
 
 
-class AsyncReadThrough(_ReadThrough):
-    """``cached`` for the asyncio cache."""
+class SyncReadThrough(ReadThrough):
+    """``cached`` for the blocking cache: plain functions."""
+
+    if TYPE_CHECKING:
+
+        def get(self, key: str | bytes, default: Any = None) -> Any: ...
+
+        def _run(self, flow: Flow[T]) -> T: ...
+
+    @staticmethod
+    def _run_loader(
+        guard: Guard, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[bool, Any]:
+        """A LOAD step: ``(True, value)`` or ``(False, the exception)``."""
+        try:
+            return True, guard.call(fn, None, args, kwargs)
+        except Exception as exc:
+            return False, exc
+
+    def _check_loader(self, fn: Callable[..., Any]) -> None:
+        if is_async(fn) or inspect.isasyncgenfunction(fn):
+            raise ConfigError(
+                "cached",
+                f"{getattr(fn, '__qualname__', fn)!r} is async: a blocking cache cannot "
+                "cache its coroutine; decorate it with AsyncReplicatedCache.cached",
+            )
+
+    def _read_through(
+        self,
+        fn: Callable[P, T],
+        key: Callable[..., str | bytes],
+        ttl: int | None,
+        guard: Guard,
+        wait: float,
+    ) -> Callable[P, T]:
+        @functools.wraps(fn)
+        def read_through(*args: P.args, **kwargs: P.kwargs) -> T:
+            user_key = key(*args, **kwargs)
+            value = self.get(user_key, MISS)
+            if value is MISS:
+                value = self._run(self._load_flow(user_key, ttl, guard, fn, args, kwargs, wait))
+            return value  # type: ignore[no-any-return]
+
+        return read_through
+
+
+class AsyncReadThrough(ReadThrough):
+    """``cached`` for the asyncio cache: coroutine functions."""
 
     if TYPE_CHECKING:
 
         async def get(self, key: str | bytes, default: Any = None) -> Any: ...
 
-        async def set(self, key: str | bytes, value: Any, ttl: int | None = None) -> Any: ...
+        async def _run(self, flow: Flow[T]) -> T: ...
 
-    def cached(
+    @staticmethod
+    async def _run_loader(
+        guard: Guard, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[bool, Any]:
+        """A LOAD step: ``(True, value)`` or ``(False, the exception)``."""
+        try:
+            return True, await guard.acall(fn, None, args, kwargs)
+        except Exception as exc:
+            return False, exc
+
+    def _check_loader(self, fn: Callable[..., Any]) -> None:
+        if not is_async(fn):
+            raise ConfigError(
+                "cached",
+                f"{getattr(fn, '__qualname__', fn)!r} is not a coroutine function: the "
+                "async cache awaits its loader; use ReplicatedCache.cached for blocking code",
+            )
+
+    def _read_through(
         self,
+        fn: Callable[P, T],
         key: Callable[..., str | bytes],
-        ttl: int | None = None,
-        *,
-        loader_concurrency: int = DEFAULT_LOADER_CONCURRENCY,
-        loader_timeout: float = DEFAULT_LOADER_TIMEOUT,
-        pool: str = "realtime",
-        fallback: Any = MISSING,
-    ) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]:
-        """Decorate a coroutine loader; see :meth:`ReplicatedCache.cached` (loads run under
-        the pool's semaphore of ``loader_concurrency`` and are cancelled at ``loader_timeout``).
-        A plain (blocking) loader is a ``ConfigError``: it would block the event loop."""
-        guard = self._loader(pool, loader_concurrency, loader_timeout, fallback)
-        wait = loader_timeout * 2 + 1.0
-        from ._core import MISS
-
-        def decorate(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-            if not is_async(fn):
-                raise ConfigError(
-                    "cached",
-                    f"{getattr(fn, '__qualname__', fn)!r} is not a coroutine function: the "
-                    "async cache awaits its loader; use ReplicatedCache.cached for blocking code",
-                )
-
-            @functools.wraps(fn)
-            async def read_through(*args: P.args, **kwargs: P.kwargs) -> T:
-                user_key = key(*args, **kwargs)
-                value = await self.get(user_key, MISS)
-                if value is not MISS:
-                    return value  # type: ignore[no-any-return]
-                return await self._load(user_key, ttl, guard, fn, args, kwargs, wait)  # type: ignore[no-any-return]
-
-            return read_through
-
-        return decorate
-
-    async def _load(
-        self,
-        user_key: str | bytes,
         ttl: int | None,
         guard: Guard,
-        fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
         wait: float,
-    ) -> Any:
-        k = self._core.key(user_key)
-        flight, leader = join(self._loads, self._loads_lock, k)
-        if not leader:
-            shared = await wait_async(self._loads_lock, flight, wait)
-            if shared is not RETRY:
-                return _unwrap(shared)
-        value: Any = RETRY
-        try:
-            value = await guard.acall(fn, None, args, kwargs)
-        except Exception as exc:
-            value = Failed(exc)
-            raise
-        finally:
-            # also on cancellation: waiters must not wait for a load that will never end
-            if leader:
-                finish(self._loads, self._loads_lock, k, flight, value, keep=False)
-        if not isinstance(value, FromFallback):
-            try:
-                await self.set(user_key, value, ttl)
-            except CacheError as exc:
-                log.warning("cache %s: could not store loaded %r: %s", self.name, user_key, exc)
-        return _unwrap(value)
+    ) -> Callable[P, T]:
+        @functools.wraps(fn)
+        async def read_through(*args: P.args, **kwargs: P.kwargs) -> Any:
+            user_key = key(*args, **kwargs)
+            value = await self.get(user_key, MISS)
+            if value is MISS:
+                flow = self._load_flow(user_key, ttl, guard, fn, args, kwargs, wait)
+                value = await self._run(flow)
+            return value
+
+        return read_through  # type: ignore[return-value]

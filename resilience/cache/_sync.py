@@ -5,21 +5,22 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from ..circuit import State
-from ..errors import CacheClientError, CacheWriteError
 from ._base import CacheBase
-from ._core import CALL, MISS, Flow
 from ._flight import wait_sync
 from ._gate import SyncGate
 from ._readthrough import SyncReadThrough
+from ._steps import CALL, MISS, WAIT, WRITE, Flow
 from ._sync_call import SyncCall, admit, start_sync
 from ._sync_node import SyncNode
 from ._writes import Tally, WriteResult
 from ._zones import Zone, planner
 
 __all__ = ["ReplicatedCache"]
+
+T = TypeVar("T")
 
 _CLOSED = (State.CLOSED, State.FORCED_CLOSED)
 
@@ -59,17 +60,24 @@ class ReplicatedCache(CacheBase[SyncNode], SyncReadThrough):
             self._catch_up(zone)
         return outcome
 
-    def _run(self, flow: Flow) -> Any:
+    def _run(self, flow: Flow[T]) -> T:
+        """Run a flow of the core to its answer: do each step it asks for (see ``_steps``)."""
         try:
             step = next(flow)
             while True:
-                if step[0] == CALL:
+                kind = step[0]
+                if kind == CALL:
                     outcome: Any = self._call(step[1], step[2], step[3])
+                elif kind == WRITE:
+                    outcome = self._write(step[1], step[2], step[3], step[4])
+                elif kind == WAIT:
+                    outcome = wait_sync(step[2], step[1], step[3])
                 else:
-                    outcome = wait_sync(step[2], step[1], self._core.wait_timeout)
+                    outcome = self._run_loader(step[1], step[2], step[3], step[4])
                 step = flow.send(outcome)
         except StopIteration as stop:
-            return stop.value
+            answer: T = stop.value
+            return answer
         finally:
             flow.close()
 
@@ -179,10 +187,7 @@ class ReplicatedCache(CacheBase[SyncNode], SyncReadThrough):
 
     def get_many(self, keys: Iterable[str | bytes]) -> dict[Any, Any]:
         """The values of the keys that exist; remote zones are asked only for keys still missing."""
-        encoded, users = self._keys(keys)
-        if not encoded:
-            return {}
-        return self._by_user_key(self._run(self._core.read_many_flow(encoded)), users)
+        return self._run(self._core.read_many(keys))
 
     def gets(self, key: str | bytes, default: Any = None) -> tuple[Any, int | None]:
         """``(value, cas_token)`` from the local zone, ``(default, None)`` when absent there.
@@ -190,30 +195,25 @@ class ReplicatedCache(CacheBase[SyncNode], SyncReadThrough):
         A cas token belongs to one server, so only the local zone is asked (and the request
         memo is bypassed); pass the token to :meth:`cas`.
         """
-        value, token = self._run(self._core.gets_flow(self._core.key(key)))
-        return (default if value is MISS else value), token
+        return self._run(self._core.gets_flow(key, default))
 
     # -- writes ---------------------------------------------------------------------------
 
     def set(self, key: str | bytes, value: Any, ttl: int | None = None) -> WriteResult:
         """Store ``value`` in every zone; raises CacheWriteError if the write policy is not met."""
-        k = self._core.key(key)
-        tally = self._write("set", (k, self._core.encode(key, value), self._core.ttl(ttl)))
-        return self._core.finish(tally, [k], {k: value}, key)
+        return self._run(self._core.set_flow(key, value, ttl))
 
     def set_many(self, mapping: Mapping[str | bytes, Any], ttl: int | None = None) -> WriteResult:
         """Store several values in every zone (one pipelined exchange per server)."""
-        items, values = self._items(mapping)
-        tally = self._write("set_many", (items, self._core.ttl(ttl)))
-        return self._core.finish(tally, list(items), values)
+        return self._run(self._core.set_many_flow(mapping, ttl))
 
     def add(self, key: str | bytes, value: Any, ttl: int | None = None) -> WriteResult:
         """Store ``value`` where ``key`` does not exist; ``replies[zone]`` says if it was stored."""
-        return self._store("add", key, self._core.encode(key, value), ttl)
+        return self._run(self._core.store_flow("add", key, value, ttl))
 
     def replace(self, key: str | bytes, value: Any, ttl: int | None = None) -> WriteResult:
         """Store ``value`` where ``key`` exists, zone by zone; ``replies[zone]`` says where."""
-        return self._store("replace", key, self._core.encode(key, value), ttl)
+        return self._run(self._core.store_flow("replace", key, value, ttl))
 
     def append(self, key: str | bytes, data: str | bytes) -> WriteResult:
         """Add bytes after the stored value in every zone that has ``key`` (raw: no serde).
@@ -221,16 +221,11 @@ class ReplicatedCache(CacheBase[SyncNode], SyncReadThrough):
         The item keeps its flags, so appending to a str, bytes or int value stays one; a
         value the serde stored as JSON may no longer decode (then it reads as a miss).
         """
-        return self._store("append", key, self._raw(data), 0)
+        return self._run(self._core.concat_flow("append", key, data))
 
     def prepend(self, key: str | bytes, data: str | bytes) -> WriteResult:
         """Add bytes before the stored value in every zone that has ``key``; see :meth:`append`."""
-        return self._store("prepend", key, self._raw(data), 0)
-
-    def _store(self, op: str, key: str | bytes, item: Any, ttl: int | None) -> WriteResult:
-        k = self._core.key(key)
-        tally = self._write(op, (k, item, self._core.ttl(ttl)))
-        return self._core.finish(tally, [k], None, key)
+        return self._run(self._core.concat_flow("prepend", key, data))
 
     def cas(
         self, key: str | bytes, value: Any, cas_token: int, ttl: int | None = None
@@ -241,41 +236,19 @@ class ReplicatedCache(CacheBase[SyncNode], SyncReadThrough):
         under the write policy, else ``CacheWriteError``), False when the key changed since
         :meth:`gets` (nothing written anywhere), None when the local zone has no such key.
         """
-        k = self._core.key(key)
-        item, t = self._core.encode(key, value), self._core.ttl(ttl)
-        if isinstance(cas_token, bool) or not isinstance(cas_token, int) or cas_token < 0:
-            raise ValueError(f"cas_token must be the integer gets() returned, got {cas_token!r}")
-        local = self._core.local
-        ok, reply = self._call(local, "cas", (k, item, t, cas_token))
-        self._core.note_writes([k], None)
-        if not ok:
-            if isinstance(reply, Exception) and self._core.is_client_error(reply):
-                raise CacheClientError("cas", key, str(reply)) from reply
-            message = f"cache {self.name!r}: cas failed in the local zone: {reply}"
-            raise CacheWriteError(message, None)
-        if reply is not True:
-            return reply  # type: ignore[no-any-return]
-        tally = self._core.tally("set", (k, item, t))
-        tally.record(local, True, True)
-        others = [z for z in tally.zones if z != local]
-        self._core.finish(self._write("set", (k, item, t), others, tally), [k], {k: value}, key)
-        return True
+        return self._run(self._core.cas_flow(key, value, cas_token, ttl))
 
     def delete(self, key: str | bytes) -> WriteResult:
         """Delete ``key`` in every zone; ``replies[zone]`` says if it existed there."""
-        k = self._core.key(key)
-        return self._core.finish(self._write("delete", (k,)), [k], {k: MISS}, key)
+        return self._run(self._core.delete_flow(key))
 
     def delete_many(self, keys: Iterable[str | bytes]) -> WriteResult:
         """Delete several keys in every zone."""
-        encoded, _ = self._keys(keys)
-        tally = self._write("delete_many", (encoded,))
-        return self._core.finish(tally, encoded, dict.fromkeys(encoded, MISS))
+        return self._run(self._core.delete_many_flow(keys))
 
     def touch(self, key: str | bytes, ttl: int | None = None) -> WriteResult:
         """Give ``key`` a new ttl in every zone."""
-        k = self._core.key(key)
-        return self._core.finish(self._write("touch", (k, self._core.ttl(ttl))), [k], None, key)
+        return self._run(self._core.touch_flow(key, ttl))
 
     def incr(self, key: str | bytes, delta: int = 1) -> int | None:
         """Add ``delta`` to a stored integer in every zone; the new value, or None if absent.
@@ -284,28 +257,17 @@ class ReplicatedCache(CacheBase[SyncNode], SyncReadThrough):
         returned is the local zone's, or the first zone's in read order that has the key. A
         value that is not a number raises ``CacheClientError`` (the zones are not blamed).
         """
-        return self._counter("incr", key, delta)
+        return self._run(self._core.counter_flow("incr", key, delta))
 
     def decr(self, key: str | bytes, delta: int = 1) -> int | None:
         """Subtract ``delta`` (memcached stops at 0); see :meth:`incr`."""
-        return self._counter("decr", key, delta)
-
-    def _counter(self, op: str, key: str | bytes, delta: int) -> int | None:
-        args = self._core.counter_args(key, delta)
-        result = self._core.finish(self._write(op, args), [args[0]], None, key)
-        return self._core.counter_value(result)
+        return self._run(self._core.counter_flow("decr", key, delta))
 
     def flush_all(self, *, zones: Iterable[str], delay: int = 0) -> WriteResult:
         """Invalidate every item of every server in the named zones (``zones`` is required:
         flushing a whole cache is never a default). Raises CacheWriteError unless every
         named zone flushed."""
-        names = self._flush_zones(zones)
-        tally = self._core.tally("flush_all", (delay,), names)
-        result = self._core.finish(self._write("flush_all", (delay,), names, tally), [], None)
-        for z in result.acknowledged:
-            self._zones[z].catch_up.clear()
-        self._core.forget_all()
-        return result
+        return self._run(self._core.flush_flow(zones, delay))
 
     # -- lifecycle ------------------------------------------------------------------------
 
