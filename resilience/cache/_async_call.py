@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..circuit import Ticket
 from ._async_node import AsyncConn, AsyncNode
-from ._call import begin, cancel, end_ticket, is_fresh, settle
-from ._sync_node import AcquireTimeoutError
+from ._call import begin, cancel, connect_failed, end_ticket, is_fresh, settle
+from ._pool import AcquireTimeoutError
 from ._zones import Exchange, Zone
 
 __all__ = ["AsyncCall", "Deadlines", "start_async"]
@@ -90,32 +90,38 @@ class AsyncCall:
                     return
                 for (node, _, _), conn in zip(self._exchanges, conns, strict=False):
                     node.checkin(conn)
-        self._task = asyncio.get_running_loop().create_task(self._admit(acquire_timeout))
+        self._task = asyncio.get_running_loop().create_task(
+            self._then_launch(self._admit(acquire_timeout))
+        )
 
     async def _admit(self, acquire_timeout: float) -> None:
+        """Wait for a permit and connections, then take the ticket (the order is ``_call``'s)."""
         zone = self.zone
         loop = asyncio.get_running_loop()
+        if not self._permit:
+            await zone.gate.acquire(acquire_timeout)
+            self._permit = True
+        wait_until = loop.time() + acquire_timeout
+        fresh = is_fresh(zone)
+        if fresh:
+            self._ticket = begin(zone)
         node = None
         try:
-            if not self._permit:
-                await zone.gate.acquire(acquire_timeout)
-                self._permit = True
-            wait_until = loop.time() + acquire_timeout
-            fresh = is_fresh(zone)
-            if fresh:
-                self._ticket = begin(zone)
-            try:
-                for node, _, _ in self._exchanges:
-                    self._conns.append(await node.checkout(fresh, wait_until))
-            except AcquireTimeoutError:
-                raise
-            except Exception as exc:
-                if self._ticket is None:
-                    self._ticket = begin(zone)  # a failed connect is the zone's failure
-                self._fail(exc, node)
-                return
-            if self._ticket is None:
-                self._ticket = begin(zone)
+            for node, _, _ in self._exchanges:
+                self._conns.append(await node.checkout(fresh, wait_until))
+        except AcquireTimeoutError:
+            raise
+        except Exception as exc:
+            self._ticket, error = connect_failed(zone, self._ticket, exc, node)
+            self._fail(error)
+            return
+        if self._ticket is None:
+            self._ticket = begin(zone)
+
+    async def _then_launch(self, step: Awaitable[None], faulted: bool = False) -> None:
+        """Run ``step`` (the admission, or a FIT fault's delay) on the call's task, then send."""
+        try:
+            await step
         except asyncio.CancelledError:
             self.abort()
             raise
@@ -123,19 +129,22 @@ class AsyncCall:
             self._fail(exc)
             return
         self._task = None
-        self._launch()
+        self._launch(faulted)
 
     # -- the exchange -------------------------------------------------------------------
 
     def _launch(self, faulted: bool = False) -> None:
         if self._finished:
             return
-        if not faulted and self._ticket is not None and self._ticket.fault is not None:
-            # a FIT fault wraps the exchange like a call: raise, delay or hang
-            self._task = asyncio.get_running_loop().create_task(self._faulted())
-            return
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.zone.dependency.policy.timeout
+        timeout = self.zone.dependency.policy.timeout
+        ticket = self._ticket
+        if not faulted and ticket is not None and ticket.fault is not None:
+            # a FIT fault wraps the exchange like a call: raise, delay or hang
+            fault = asyncio.wait_for(ticket.fault.wrap_async(_nothing, timeout)(), timeout)
+            self._task = loop.create_task(self._then_launch(fault, faulted=True))
+            return
+        deadline = loop.time() + timeout
         deadlines = self.zone.deadlines
         if deadlines is None:
             self._timer = loop.call_at(deadline, self._expire)
@@ -145,20 +154,6 @@ class AsyncCall:
             zip(self._exchanges, self._conns, strict=False)
         ):
             conn.request(payload, parser, functools.partial(self._part_done, i))
-
-    async def _faulted(self) -> None:
-        assert self._ticket is not None and self._ticket.fault is not None
-        timeout = self.zone.dependency.policy.timeout
-        try:
-            await asyncio.wait_for(self._ticket.fault.wrap_async(_nothing, timeout)(), timeout)
-        except asyncio.CancelledError:
-            self.abort()
-            raise
-        except Exception as exc:
-            self._fail(exc)
-            return
-        self._task = None
-        self._launch(faulted=True)
 
     def _part_done(self, i: int, error: BaseException | None) -> None:
         if self._finished:

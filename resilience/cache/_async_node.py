@@ -16,8 +16,8 @@ import asyncio
 import collections
 from collections.abc import Callable
 
+from ._pool import CONNECT_LIMIT, Pool
 from ._protocol import Parser
-from ._sync_node import CONNECT_LIMIT, AcquireTimeoutError
 
 __all__ = ["AsyncConn", "AsyncNode"]
 
@@ -92,7 +92,7 @@ class AsyncConn(asyncio.Protocol):
             self.transport.close()
 
 
-class AsyncNode:
+class AsyncNode(Pool[AsyncConn]):
     """A memcached server: idle connections and bounded connects (one event loop)."""
 
     def __init__(
@@ -102,13 +102,7 @@ class AsyncNode:
         max_idle: int,
         connect_limit: int = CONNECT_LIMIT,
     ) -> None:
-        self.address = address
-        self.timeout = timeout
-        self.max_idle = max_idle
-        self.connect_limit = connect_limit
-        self._idle: list[AsyncConn] = []
-        self._gen = 0
-        self._connecting = 0
+        super().__init__(address, timeout, max_idle, connect_limit)
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     def take_idle(self) -> AsyncConn | None:
@@ -136,9 +130,7 @@ class AsyncNode:
                 break
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise AcquireTimeoutError(
-                    f"memcached {self.address[0]}:{self.address[1]}: no connection free"
-                )
+                raise self._no_connection()
             waiter = loop.create_future()
             self._waiters.append(waiter)
             try:
@@ -179,22 +171,10 @@ class AsyncNode:
         else:
             conn.close()
 
-    def drop_idle(self) -> None:
-        self._gen += 1
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
-
-    @property
-    def idle(self) -> int:
-        return len(self._idle)
-
     def after_fork(self) -> None:
         """In a forked child: forget the parent's connections without touching its event loop
         (the selector is shared with the parent); nothing is closed or read here."""
-        self._gen += 1
-        self._idle = []
-        self._connecting = 0
+        self._forget()
         self._waiters = collections.deque()
 
     async def close(self) -> None:

@@ -23,10 +23,10 @@ from typing import Any
 from pymemcache.exceptions import MemcacheClientError
 
 from ..circuit import State, Ticket
-from ._sync_node import AcquireTimeoutError
+from ._pool import AcquireTimeoutError
 from ._zones import Exchange, Zone
 
-__all__ = ["begin", "cancel", "end_ticket", "is_fresh", "settle"]
+__all__ = ["begin", "cancel", "connect_failed", "end_ticket", "is_fresh", "settle"]
 
 _TRUSTED = (State.CLOSED, State.FORCED_CLOSED)
 
@@ -48,6 +48,16 @@ def cancel(zone: Zone[Any], ticket: Ticket | None) -> None:
     if ticket is not None and ticket in zone.tickets:
         zone.tickets.discard(ticket)
         ticket.cancel()
+
+
+def connect_failed(
+    zone: Zone[Any], ticket: Ticket | None, error: Exception, node: Any
+) -> tuple[Ticket, BaseException]:
+    """A connect to ``node`` failed: the zone's failure, recorded on a ticket taken now if the
+    call had none yet; the ticket (ended) and what the caller should see."""
+    if ticket is None:
+        ticket = begin(zone)
+    return ticket, end_ticket(zone, ticket, error, node)
 
 
 def end_ticket(

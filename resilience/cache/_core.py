@@ -27,10 +27,10 @@ from ._config import CacheConfig
 from ._fence import Fence
 from ._flight import RETRY, finish, join
 from ._keys import key_encoder
+from ._pool import AcquireTimeoutError
 from ._protocol import Item
 from ._stats import CacheStats
 from ._steps import CALL, MISS, WAIT, Flow
-from ._sync_node import AcquireTimeoutError
 from ._write_flows import WriteFlows
 
 __all__ = ["CALL", "MISS", "WAIT", "CacheCore", "Flow"]

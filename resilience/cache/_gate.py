@@ -13,7 +13,7 @@ import collections
 import threading
 import time
 
-from ._sync_node import AcquireTimeoutError
+from ._pool import AcquireTimeoutError
 
 __all__ = ["AsyncGate", "SyncGate"]
 

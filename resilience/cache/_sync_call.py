@@ -12,8 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ..circuit import Ticket
-from ._call import begin, cancel, end_ticket, is_fresh, settle
-from ._sync_node import AcquireTimeoutError, SyncConn, SyncNode
+from ._call import begin, cancel, connect_failed, end_ticket, is_fresh, settle
+from ._pool import AcquireTimeoutError
+from ._sync_node import SyncConn, SyncNode
 from ._zones import Exchange, Zone
 
 __all__ = ["SyncCall", "admit", "start_sync"]
@@ -130,9 +131,8 @@ def admit(
         except AcquireTimeoutError:
             raise
         except Exception as exc:
-            if ticket is None:
-                ticket = begin(zone)  # a failed connect is the zone's failure: record it
-            raise end_ticket(zone, ticket, exc, node) from None
+            ticket, error = connect_failed(zone, ticket, exc, node)
+            raise error from None
         if ticket is None:
             ticket = begin(zone)
     except BaseException:

@@ -21,21 +21,12 @@ import threading
 import time
 from typing import Any
 
-from ..errors import CacheError
+from ._pool import CONNECT_LIMIT, Pool
 from ._protocol import Parser
 
-__all__ = ["CONNECT_LIMIT", "AcquireTimeoutError", "SyncConn", "SyncNode"]
-
-CONNECT_LIMIT = 4  # connections opened at once per server
+__all__ = ["SyncConn", "SyncNode"]
 
 _now = time.monotonic
-
-
-class AcquireTimeoutError(CacheError, TimeoutError):
-    """The call waited its whole ``acquire_timeout`` for a zone permit or a connection.
-
-    The client limited itself: this is never counted against the zone's circuit.
-    """
 
 
 if hasattr(select, "poll"):
@@ -145,7 +136,7 @@ class SyncConn:
             self.sock.close()
 
 
-class SyncNode:
+class SyncNode(Pool[SyncConn]):
     """A memcached server: a pool of idle connections and a limit on connects (thread-safe)."""
 
     def __init__(
@@ -155,14 +146,8 @@ class SyncNode:
         max_idle: int,
         connect_limit: int = CONNECT_LIMIT,
     ) -> None:
-        self.address = address
-        self.timeout = timeout
-        self.max_idle = max_idle
-        self.connect_limit = connect_limit
-        self._idle: list[SyncConn] = []  # list.pop()/append() are atomic
-        self._gen = 0
+        super().__init__(address, timeout, max_idle, connect_limit)
         self._cond = threading.Condition(threading.Lock())
-        self._connecting = 0
         self._waiting = 0
 
     def checkout(self, fresh: bool, deadline: float) -> SyncConn:
@@ -185,9 +170,7 @@ class SyncNode:
                         return conn
                 remaining = deadline - _now()
                 if remaining <= 0:
-                    raise AcquireTimeoutError(
-                        f"memcached {self.address[0]}:{self.address[1]}: no connection free"
-                    )
+                    raise self._no_connection()
                 self._waiting += 1
                 try:
                     self._cond.wait(remaining)
@@ -223,26 +206,12 @@ class SyncNode:
         else:
             conn.close()
 
-    def drop_idle(self) -> None:
-        """Close every idle connection; connections out now are closed when given back."""
-        self._gen += 1
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
-
-    @property
-    def idle(self) -> int:
-        return len(self._idle)
-
     def after_fork(self) -> None:
         """In a forked child: forget the parent's connections and waiters (their sockets are
         shared with the parent; the child must never read the parent's replies)."""
-        self._gen += 1
-        idle, self._idle = self._idle, []
-        for conn in idle:
+        for conn in self._forget():
             conn.close()  # closes the child's descriptor only: the parent's socket lives on
         self._cond = threading.Condition(threading.Lock())
-        self._connecting = 0
         self._waiting = 0
 
     def close(self) -> None:
