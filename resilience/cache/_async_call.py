@@ -180,14 +180,8 @@ class AsyncCall:
             self._fail(TimeoutError("memcached reply not complete by the deadline"))
 
     def _fail(self, error: BaseException, node: Any = None) -> None:
-        if self._finished:
+        if not self._stop():
             return
-        self._finished = True
-        if self._timer is not None:
-            self._timer.cancel()
-        for conn in self._conns:
-            conn.abort()
-        self._release()
         ticket = self._ticket
         if ticket is not None and ticket in self.zone.tickets:
             error = end_ticket(self.zone, ticket, error, node)
@@ -195,18 +189,25 @@ class AsyncCall:
 
     def abort(self) -> None:
         """Give the call up (its caller was cancelled): nothing is recorded against the zone."""
-        if self._finished:
+        if not self._stop():
             return
-        self._finished = True
-        if self._timer is not None:
-            self._timer.cancel()
         task, self._task = self._task, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()
+        cancel(self.zone, self._ticket)
+
+    def _stop(self) -> bool:
+        """Finish the call unanswered: timer off, connections closed (never reused), permit
+        back. False if it had finished already."""
+        if self._finished:
+            return False
+        self._finished = True
+        if self._timer is not None:
+            self._timer.cancel()
         for conn in self._conns:
             conn.abort()
         self._release()
-        cancel(self.zone, self._ticket)
+        return True
 
     def _release(self) -> None:
         if self._permit:

@@ -16,7 +16,7 @@ import asyncio
 import collections
 from collections.abc import Callable
 
-from ._pool import CONNECT_LIMIT, Pool
+from ._pool import Pool
 from ._protocol import Parser
 
 __all__ = ["AsyncConn", "AsyncNode"]
@@ -95,14 +95,7 @@ class AsyncConn(asyncio.Protocol):
 class AsyncNode(Pool[AsyncConn]):
     """A memcached server: idle connections and bounded connects (one event loop)."""
 
-    def __init__(
-        self,
-        address: tuple[str, int],
-        timeout: float,
-        max_idle: int,
-        connect_limit: int = CONNECT_LIMIT,
-    ) -> None:
-        super().__init__(address, timeout, max_idle, connect_limit)
+    def _new_waiters(self) -> None:
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     def take_idle(self) -> AsyncConn | None:
@@ -171,11 +164,9 @@ class AsyncNode(Pool[AsyncConn]):
         else:
             conn.close()
 
-    def after_fork(self) -> None:
-        """In a forked child: forget the parent's connections without touching its event loop
-        (the selector is shared with the parent); nothing is closed or read here."""
-        self._forget()
-        self._waiters = collections.deque()
+    def _forget(self, idle: list[AsyncConn]) -> None:
+        # the event loop's selector is shared with the parent: nothing is closed or read here
+        pass
 
     async def close(self) -> None:
         self.drop_idle()

@@ -69,33 +69,10 @@ class CacheMetrics:
             "Cache requests by zone, operation and result.",
             ["cache", "zone", "op", "result"],
         )
-        remote = counter(
-            CACHE_REMOTE_HITS, "Hits served by a zone other than the local one.", ["cache", "zone"]
-        )
-        repairs = counter(
-            CACHE_READ_REPAIRS,
-            "Values copied into the local zone after a remote hit.",
-            ["cache", "zone"],
-        )
-        failures = counter(CACHE_WRITE_FAILURES, "Zone writes that failed.", ["cache", "zone"])
-        dedup = counter(CACHE_DEDUP_HITS, "Reads answered from the request's memo.", ["cache"])
-        shares = counter(
-            CACHE_SINGLEFLIGHT_SHARES,
-            "Reads that waited for a concurrent fetch of the same key.",
-            ["cache"],
-        )
+        per_zone = [(counter(m, text, ["cache", "zone"]), attr) for m, text, attr in _PER_ZONE]
+        per_cache = [(counter(m, text, ["cache"]), attr) for m, text, attr in _PER_CACHE]
         up = gauge(
             CACHE_ZONE_UP, "1 when the zone's breaker lets calls through.", ["cache", "zone"]
-        )
-        degraded = counter(
-            CACHE_DEGRADED_WRITES,
-            "Writes that met their write policy although a zone failed them.",
-            ["cache"],
-        )
-        waits = counter(
-            CACHE_ACQUIRE_TIMEOUTS,
-            "Zone calls skipped after waiting acquire_timeout for a permit or connection.",
-            ["cache", "zone"],
         )
         catch_up = counter(
             CACHE_CATCH_UP_KEYS,
@@ -105,33 +82,56 @@ class CacheMetrics:
         pending = gauge(
             CACHE_CATCH_UP_PENDING, "Missed keys not yet deleted in the zone.", ["cache", "zone"]
         )
-        batched = counter(
-            CACHE_BATCHED_GETS, "Async gets that shared a multi-get with others.", ["cache"]
-        )
         for cache in list(self._caches):
             name, stats = cache.name, cache.stats
             for (zone, op, result), n in sorted(stats.requests.items()):
                 requests.add_metric([name, zone, op, result], n)
-            for zone, n in stats.remote_hits.items():
-                remote.add_metric([name, zone], n)
-            for zone, n in stats.read_repairs.items():
-                repairs.add_metric([name, zone], n)
-            for zone, n in stats.write_failures.items():
-                failures.add_metric([name, zone], n)
-            dedup.add_metric([name], stats.dedup_hits)
-            shares.add_metric([name], stats.singleflight_shares)
+            for family, attr in per_zone:
+                for zone, n in getattr(stats, attr).items():
+                    family.add_metric([name, zone], n)
+            for family, attr in per_cache:
+                family.add_metric([name], getattr(stats, attr))
             for zone, state in cache.zone_states().items():
                 up.add_metric([name, zone], 1.0 if zone_is_up(state) else 0.0)
-            degraded.add_metric([name], stats.degraded_writes)
-            batched.add_metric([name], stats.batched_gets)
-            for zone, n in stats.acquire_timeouts.items():
-                waits.add_metric([name, zone], n)
             for zone, st in cache.catch_up_status().items():
                 for event in ("queued", "replayed", "overflow"):
                     catch_up.add_metric([name, zone, event], st[event])
                 pending.add_metric([name, zone], st["pending"])
-        yield from (requests, remote, repairs, failures, dedup, shares, up)
-        yield from (degraded, waits, catch_up, pending, batched)
+        yield requests
+        yield from (family for family, _ in per_zone)
+        yield from (family for family, _ in per_cache)
+        yield from (up, catch_up, pending)
+
+
+# counters kept per zone and per cache by CacheStats: (metric, help, CacheStats attribute)
+_PER_ZONE = (
+    (CACHE_REMOTE_HITS, "Hits served by a zone other than the local one.", "remote_hits"),
+    (
+        CACHE_READ_REPAIRS,
+        "Values copied into the local zone after a remote hit.",
+        "read_repairs",
+    ),
+    (CACHE_WRITE_FAILURES, "Zone writes that failed.", "write_failures"),
+    (
+        CACHE_ACQUIRE_TIMEOUTS,
+        "Zone calls skipped after waiting acquire_timeout for a permit or connection.",
+        "acquire_timeouts",
+    ),
+)
+_PER_CACHE = (
+    (CACHE_DEDUP_HITS, "Reads answered from the request's memo.", "dedup_hits"),
+    (
+        CACHE_SINGLEFLIGHT_SHARES,
+        "Reads that waited for a concurrent fetch of the same key.",
+        "singleflight_shares",
+    ),
+    (
+        CACHE_DEGRADED_WRITES,
+        "Writes that met their write policy although a zone failed them.",
+        "degraded_writes",
+    ),
+    (CACHE_BATCHED_GETS, "Async gets that shared a multi-get with others.", "batched_gets"),
+)
 
 
 _sources: weakref.WeakKeyDictionary[Registry, CacheMetrics] = weakref.WeakKeyDictionary()

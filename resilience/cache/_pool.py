@@ -49,6 +49,11 @@ class Pool(Generic[C]):
         self._idle: list[C] = []  # list.pop()/append() are atomic
         self._gen = 0
         self._connecting = 0
+        self._new_waiters()
+
+    def _new_waiters(self) -> None:
+        """Start with no caller waiting for a connection (again after a fork)."""
+        raise NotImplementedError
 
     def drop_idle(self) -> None:
         """Close every idle connection; connections out now are closed when given back."""
@@ -65,10 +70,15 @@ class Pool(Generic[C]):
         host, port = self.address
         return AcquireTimeoutError(f"memcached {host}:{port}: no connection free")
 
-    def _forget(self) -> list[C]:
-        """In a forked child: a new generation, nothing idle, no connect under way; returns
-        the parent's idle connections (their sockets are shared with the parent)."""
+    def after_fork(self) -> None:
+        """In a forked child: a new generation, nothing idle, no connect under way and nobody
+        waiting (the parent's threads and tasks are not here)."""
         self._gen += 1
         idle, self._idle = self._idle, []
         self._connecting = 0
-        return idle
+        self._new_waiters()
+        self._forget(idle)
+
+    def _forget(self, idle: list[C]) -> None:
+        """What to do with the parent's idle connections (their sockets are shared with it)."""
+        raise NotImplementedError

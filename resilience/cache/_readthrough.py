@@ -78,9 +78,24 @@ def _wrap_fallback(fallback: Callable[..., Any]) -> Callable[..., Any]:
     return fb
 
 
+KeyFn = Callable[..., str | bytes]
+LoadFlow = Callable[[str | bytes, Any, Any], Flow[Any]]
+
+# why a loader does not fit the cache, by the kind of loader
+_WRONG = {
+    "coroutine": "is async: a blocking cache cannot cache its coroutine; decorate it with "
+    "AsyncReplicatedCache.cached",
+    "async generator": "is an async generator: neither cache can cache what it yields",
+    "plain": "is not a coroutine function: the async cache awaits its loader; use "
+    "ReplicatedCache.cached for blocking code",
+}
+
+
 class ReadThrough:
     """``cached``, shared by both caches: the decorator, and the load as a flow the drivers run
     (join the key's load or lead it, run the loader through its guard, store what it gave)."""
+
+    _takes = "plain"  # the kind of loader the cache takes (``_WRONG`` says why not another)
 
     _registry: Registry
     _loads: dict[Any, Any]
@@ -126,22 +141,25 @@ class ReadThrough:
         wait = loader_timeout * 2 + 1.0
 
         def decorate(fn: Callable[P, T]) -> Callable[P, T]:
-            self._check_loader(fn)
-            return self._read_through(fn, key, ttl, guard, wait)
+            kind = (
+                "coroutine"
+                if is_async(fn)
+                else "async generator"
+                if inspect.isasyncgenfunction(fn)
+                else "plain"
+            )
+            if kind != self._takes:
+                raise ConfigError("cached", f"{getattr(fn, '__qualname__', fn)!r}: {_WRONG[kind]}")
+
+            def load(user_key: str | bytes, args: Any, kwargs: Any) -> Flow[Any]:
+                return self._load_flow(user_key, ttl, guard, fn, args, kwargs, wait)
+
+            return self._wrap(fn, key, load)
 
         return decorate
 
-    def _check_loader(self, fn: Callable[..., Any]) -> None:
-        raise NotImplementedError
-
-    def _read_through(
-        self,
-        fn: Callable[P, T],
-        key: Callable[..., str | bytes],
-        ttl: int | None,
-        guard: Guard,
-        wait: float,
-    ) -> Callable[P, T]:
+    def _wrap(self, fn: Callable[P, T], key: KeyFn, load: LoadFlow) -> Callable[P, T]:
+        """The decorated function: a cache read, then ``load``'s flow on a miss."""
         raise NotImplementedError
 
     def _loader(self, pool: str, concurrency: int, timeout: float, fallback: Any) -> Guard:
@@ -198,94 +216,62 @@ class ReadThrough:
         return _unwrap(value)
 
 
+def _load_sync(
+    guard: Guard, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[bool, Any]:
+    """The blocking cache's LOAD step: ``(True, value)`` or ``(False, the exception)``."""
+    try:
+        return True, guard.call(fn, None, args, kwargs)
+    except Exception as exc:
+        return False, exc
+
+
 class SyncReadThrough(ReadThrough):
     """``cached`` for the blocking cache: plain functions."""
 
+    _run_loader = staticmethod(_load_sync)
     if TYPE_CHECKING:
 
         def get(self, key: str | bytes, default: Any = None) -> Any: ...
 
         def _run(self, flow: Flow[T]) -> T: ...
 
-    @staticmethod
-    def _run_loader(
-        guard: Guard, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[bool, Any]:
-        """A LOAD step: ``(True, value)`` or ``(False, the exception)``."""
-        try:
-            return True, guard.call(fn, None, args, kwargs)
-        except Exception as exc:
-            return False, exc
-
-    def _check_loader(self, fn: Callable[..., Any]) -> None:
-        if is_async(fn) or inspect.isasyncgenfunction(fn):
-            raise ConfigError(
-                "cached",
-                f"{getattr(fn, '__qualname__', fn)!r} is async: a blocking cache cannot "
-                "cache its coroutine; decorate it with AsyncReplicatedCache.cached",
-            )
-
-    def _read_through(
-        self,
-        fn: Callable[P, T],
-        key: Callable[..., str | bytes],
-        ttl: int | None,
-        guard: Guard,
-        wait: float,
-    ) -> Callable[P, T]:
+    def _wrap(self, fn: Callable[P, T], key: KeyFn, load: LoadFlow) -> Callable[P, T]:
         @functools.wraps(fn)
         def read_through(*args: P.args, **kwargs: P.kwargs) -> T:
             user_key = key(*args, **kwargs)
-            value = self.get(user_key, MISS)
-            if value is MISS:
-                value = self._run(self._load_flow(user_key, ttl, guard, fn, args, kwargs, wait))
-            return value  # type: ignore[no-any-return]
+            value: T = self.get(user_key, MISS)
+            return self._run(load(user_key, args, kwargs)) if value is MISS else value
 
         return read_through
+
+
+async def _load_async(
+    guard: Guard, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[bool, Any]:
+    """The asyncio cache's LOAD step: the loader awaited through its guard."""
+    try:
+        return True, await guard.acall(fn, None, args, kwargs)
+    except Exception as exc:
+        return False, exc
 
 
 class AsyncReadThrough(ReadThrough):
     """``cached`` for the asyncio cache: coroutine functions."""
 
+    _run_loader = staticmethod(_load_async)
+    _takes = "coroutine"
     if TYPE_CHECKING:
 
         async def get(self, key: str | bytes, default: Any = None) -> Any: ...
 
         async def _run(self, flow: Flow[T]) -> T: ...
 
-    @staticmethod
-    async def _run_loader(
-        guard: Guard, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[bool, Any]:
-        """A LOAD step: ``(True, value)`` or ``(False, the exception)``."""
-        try:
-            return True, await guard.acall(fn, None, args, kwargs)
-        except Exception as exc:
-            return False, exc
-
-    def _check_loader(self, fn: Callable[..., Any]) -> None:
-        if not is_async(fn):
-            raise ConfigError(
-                "cached",
-                f"{getattr(fn, '__qualname__', fn)!r} is not a coroutine function: the "
-                "async cache awaits its loader; use ReplicatedCache.cached for blocking code",
-            )
-
-    def _read_through(
-        self,
-        fn: Callable[P, T],
-        key: Callable[..., str | bytes],
-        ttl: int | None,
-        guard: Guard,
-        wait: float,
-    ) -> Callable[P, T]:
+    def _wrap(self, fn: Callable[P, T], key: KeyFn, load: LoadFlow) -> Callable[P, T]:
         @functools.wraps(fn)
         async def read_through(*args: P.args, **kwargs: P.kwargs) -> Any:
             user_key = key(*args, **kwargs)
             value = await self.get(user_key, MISS)
-            if value is MISS:
-                flow = self._load_flow(user_key, ttl, guard, fn, args, kwargs, wait)
-                value = await self._run(flow)
-            return value
+            return (await self._run(load(user_key, args, kwargs))) if value is MISS else value
 
         return read_through  # type: ignore[return-value]

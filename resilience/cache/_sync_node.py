@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any
 
-from ._pool import CONNECT_LIMIT, Pool
+from ._pool import Pool
 from ._protocol import Parser
 
 __all__ = ["SyncConn", "SyncNode"]
@@ -139,14 +139,7 @@ class SyncConn:
 class SyncNode(Pool[SyncConn]):
     """A memcached server: a pool of idle connections and a limit on connects (thread-safe)."""
 
-    def __init__(
-        self,
-        address: tuple[str, int],
-        timeout: float,
-        max_idle: int,
-        connect_limit: int = CONNECT_LIMIT,
-    ) -> None:
-        super().__init__(address, timeout, max_idle, connect_limit)
+    def _new_waiters(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._waiting = 0
 
@@ -206,13 +199,11 @@ class SyncNode(Pool[SyncConn]):
         else:
             conn.close()
 
-    def after_fork(self) -> None:
-        """In a forked child: forget the parent's connections and waiters (their sockets are
-        shared with the parent; the child must never read the parent's replies)."""
-        for conn in self._forget():
-            conn.close()  # closes the child's descriptor only: the parent's socket lives on
-        self._cond = threading.Condition(threading.Lock())
-        self._waiting = 0
+    def _forget(self, idle: list[SyncConn]) -> None:
+        # the child must never read the parent's replies: close its own descriptors (the
+        # parent's sockets live on)
+        for conn in idle:
+            conn.close()
 
     def close(self) -> None:
         self.drop_idle()

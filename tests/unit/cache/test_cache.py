@@ -609,6 +609,13 @@ def test_cached_refuses_the_wrong_kind_of_loader_at_decoration_time() -> None:
     with pytest.raises(ConfigError, match=r"ReplicatedCache\.cached"):
         async_cache.cached(key=str)(load)
 
+    async def agen(uid: int) -> Any:
+        yield uid
+
+    for cache in (sync_cache, async_cache):
+        with pytest.raises(ConfigError, match="async generator"):
+            cache.cached(key=str)(agen)
+
 
 def test_cache_classes_show_their_real_keyword_signature() -> None:
     import inspect
