@@ -24,7 +24,7 @@ from pymemcache.exceptions import MemcacheClientError
 
 from ..circuit import State, Ticket
 from ._pool import AcquireTimeoutError
-from ._zones import Exchange, Zone
+from ._zones import Exchange, Zone, first
 
 __all__ = ["begin", "cancel", "connect_failed", "end_ticket", "is_fresh", "settle"]
 
@@ -107,18 +107,18 @@ def settle(
         node, _, parser = exchanges[0]
         node.checkin(conns[0])
         error = parser.error
-        results = [parser.result]
     else:
         for (node, _, parser), conn in zip(exchanges, conns, strict=True):
             node.checkin(conn)
             error = error or parser.error
-        results = [parser.result for _, _, parser in exchanges]
     zone.gate.release()
     if error is not None:
         return False, end_ticket(zone, ticket, error)
     zone.tickets.discard(ticket)
     ticket.success()
+    if combine is first:  # a one-key operation's one reply
+        return True, exchanges[0][2].result[0]
     try:
-        return True, combine(results)
+        return True, combine([parser.result for _, _, parser in exchanges])
     except Exception as exc:  # a reply that parsed but makes no sense to the operation
         return False, exc

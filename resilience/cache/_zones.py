@@ -22,7 +22,7 @@ from ._keys import placement_text
 from ._protocol import Parser
 from ._sync_node import SyncNode
 
-__all__ = ["Combine", "Exchange", "Plan", "Zone", "one_key", "planner"]
+__all__ = ["Combine", "Exchange", "Plan", "Zone", "first", "one_key", "planner"]
 
 N = TypeVar("N", SyncNode, AsyncNode)
 Exchange = tuple[Any, bytes, Parser]
@@ -32,7 +32,8 @@ Plan = tuple[list[Exchange], Combine]
 _PLACEMENT_MEMO = 65536  # keys whose server is remembered (pure-Python hashing is O(servers))
 
 
-def _first(replies: list[Any]) -> Any:
+def first(replies: list[Any]) -> Any:
+    """The one reply of a one-key operation (``settle`` takes it without calling this)."""
     return replies[0][0]
 
 
@@ -55,19 +56,19 @@ def one_key(op: str, args: tuple[Any, ...]) -> tuple[bytes, bytes, int, Combine]
     request is built once per write); None for the other operations."""
     if op == "set" or op == "add" or op == "replace" or op == "append" or op == "prepend":
         key, (data, flags), ttl = args
-        return key, proto.store_cmd(_VERBS[op], key, data, flags, ttl), proto.REPLY, _first
+        return key, proto.store_cmd(_VERBS[op], key, data, flags, ttl), proto.REPLY, first
     if op == "delete":
         key = args[0]
-        return key, proto.delete_cmd(key), proto.REPLY, _first
+        return key, proto.delete_cmd(key), proto.REPLY, first
     if op == "touch":
         key, ttl = args
-        return key, proto.touch_cmd(key, ttl), proto.REPLY, _first
+        return key, proto.touch_cmd(key, ttl), proto.REPLY, first
     if op == "incr" or op == "decr":
         key, delta = args
-        return key, proto.incr_cmd(_VERBS[op], key, delta), proto.INCR, _first
+        return key, proto.incr_cmd(_VERBS[op], key, delta), proto.INCR, first
     if op == "cas":
         key, (data, flags), ttl, token = args
-        return key, proto.cas_cmd(key, data, flags, ttl, token), proto.CAS, _first
+        return key, proto.cas_cmd(key, data, flags, ttl, token), proto.CAS, first
     return None
 
 
