@@ -1,8 +1,9 @@
 """The decision core shared by the sync and async caches: no IO, no waiting.
 
-Reads are generators (*flows*) that yield the zone calls they want and are sent each call's
-outcome ``(ok, reply_or_error)``; they decide the zone order, what to re-ask and what to
-repair. Writes are a :class:`~._writes.Tally` that the drivers feed with each zone's outcome.
+Reads are generators (*flows*, see ``_steps``) that yield the zone calls they want and are
+sent each call's outcome ``(ok, reply_or_error)``; they decide the zone order, what to re-ask
+and what to repair. Writes are flows too (``_write_flows``): a write step is sent to every zone
+by the driver, which feeds a :class:`~._writes.Tally` with each zone's outcome.
 
 A zone is not asked for a key it missed a write of, or is still writing after the writer was
 answered (its catch-up queue holds the key): its copy may be stale. A stored value that cannot
