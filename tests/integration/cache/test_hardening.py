@@ -20,7 +20,7 @@ from pymemcache.client.hash import HashClient
 
 from resilience.cache import AsyncReplicatedCache, ReplicatedCache
 from resilience.circuit import OUTCOMES, State
-from resilience.errors import CacheClientError, ConfigError, InvalidKeyError
+from resilience.errors import CacheClientError, CacheWriteError, ConfigError, InvalidKeyError
 from tests.support import free_port
 
 from .conftest import Cluster
@@ -158,6 +158,33 @@ async def test_async_trickling_reply_cannot_hold_a_caller_past_its_timeout(
     assert await c.get("big") is None
     assert time.monotonic() - t0 < 0.25
     await c.aclose()
+
+
+def test_large_writes_and_reads_go_out_in_pieces_and_round_trip(cluster: Cluster) -> None:
+    # several MB per server: far more than a socket buffer, so sends go out in pieces
+    c = make(cluster, write_policy="all", timeout=2.0)
+    values = {f"big{i}": os.urandom(900_000) for i in range(8)}
+    assert c.set_many(values).ok
+    assert c.get_many(list(values)) == values
+    assert raw(cluster, "c").get("big7") == values["big7"]
+    c.close()
+
+
+def test_a_request_the_server_does_not_read_cannot_hold_a_caller_past_its_timeout() -> None:
+    silent = socket.socket()  # accepts connections (the kernel does) and never reads them
+    silent.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    c = ReplicatedCache({"a": [f"127.0.0.1:{silent.getsockname()[1]}"]}, name="silent", timeout=0.1)
+    values = {f"big{i}": os.urandom(900_000) for i in range(8)}
+    t0 = time.monotonic()
+    with pytest.raises(CacheWriteError):
+        c.set_many(values)
+    assert time.monotonic() - t0 < 0.6
+    assert c.dependency("a").window.totals().count(OUTCOMES.index("timeout")) == 1
+    assert c.in_flight() == {"a": 0}
+    c.close()
+    silent.close()
 
 
 # -- CLIENT_ERROR is the caller's ----------------------------------------------------------
