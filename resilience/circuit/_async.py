@@ -18,7 +18,8 @@ from ..errors import RejectedError
 from ._async_pool import _admit, _in_pool, attempt_in_pool, take_token
 from ._breaker import RUN
 from ._experiment import Plain, TaggedCall
-from ._fallback import fallback_async, thrown
+from ._fallback import fallback_async
+from ._flow import FALLBACK, REFUSED, RETRY, RETURN, after, recorder
 from ._timeout import DONE, EXPIRED, attempt_timeout
 from ._window import IGNORED, SUCCESS, TIMEOUT
 
@@ -149,46 +150,26 @@ async def run(
 ) -> Any:
     """The loop over attempts, then the fallback (``_sync.run``'s counterpart)."""
     dep = guard.dependency
-    clock = dep._clock
-    one = one or attempt
     retrier = None
-    pending = first
-    while True:
-        if pending is None:
-            time_limit = attempt_timeout(dep.policy.timeout, deadline_at, clock())
-            refused: RejectedError | None = None
-            try:
-                outcome, value = await one(
-                    dep, fn, args, kwargs, guard.ignore, time_limit, deadline_at
-                )
-            except RejectedError as exc:
-                refused = exc
-            if refused is not None:
-                rec: Recorder = dep if tc is None else tc.rec
-                return await fallback_async(rec, guard.fallback, refused, args, kwargs)
-        else:
-            outcome, value = pending
-            pending = None
-        rec = dep if tc is None else tc.rec
-        if outcome == IGNORED:
-            raise thrown(rec, value)
-        if retrier is None:
-            retrier = guard.retrier() if tc is None else tc.retrier(guard)
-        if outcome == SUCCESS:
-            if retrier is None or not retrier.wants(value):
-                return value
-            wait = retrier.after_result(value, clock(), deadline_at)
-            if wait is None:
-                rec._retries_stopped(retrier)
-                return value
-        else:
-            wait = None if retrier is None else retrier.after_error(value, clock(), deadline_at)
-            if wait is None:
-                rec._retries_stopped(retrier)
-                return await fallback_async(rec, guard.fallback, value, args, kwargs)
-        rec._retrying(outcome)
-        if wait > 0:
-            await dep._asleep(wait)
+    one = one or attempt
+    value: Any
+    step, value = RETRY, 0.0
+    if first is not None:
+        step, value, retrier = after(guard, tc, retrier, first[0], first[1], deadline_at)
+    while step == RETRY:
+        if value > 0:
+            await dep._asleep(value)
+        time_limit = attempt_timeout(dep.policy.timeout, deadline_at, dep._clock())
+        try:
+            outcome, value = await one(dep, fn, args, kwargs, guard.ignore, time_limit, deadline_at)
+        except RejectedError as exc:
+            outcome, value = REFUSED, exc
+        step, value, retrier = after(guard, tc, retrier, outcome, value, deadline_at)
+    if step == RETURN:
+        return value
+    if step == FALLBACK:
+        return await fallback_async(recorder(dep, tc), guard.fallback, value, args, kwargs)
+    raise value
 
 
 async def attempt(

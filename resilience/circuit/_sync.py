@@ -20,7 +20,8 @@ from ..context import FIT
 from ..errors import RejectedError
 from ._breaker import REJECT, RUN, State
 from ._experiment import Plain, TaggedCall
-from ._fallback import fallback_sync, thrown
+from ._fallback import fallback_sync
+from ._flow import FALLBACK, REFUSED, RETRY, RETURN, Attempt, after, recorder
 from ._throttle import take
 from ._timeout import attempt_timeout
 from ._window import IGNORED, SUCCESS, TIMEOUT
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
     from ._record import Recorder
 
 __all__ = ["attempt", "attempt_routed", "call", "capacity", "run", "tagged", "take_token"]
-
-Attempt = Callable[..., tuple[int, Any]]
 
 _CLOSED = State.CLOSED
 _running_loop = asyncio._get_running_loop
@@ -129,51 +128,33 @@ def run(
     one: Attempt | None = None,
     tc: TaggedCall | None = None,
 ) -> Any:
-    """Attempts until one succeeds or the retry step stops; then the fallback step.
+    """Attempts until the flow (``_flow``) says to return, raise or fall back.
 
     ``first`` is the outcome of an attempt already made (by the fast path); ``one`` makes an
     attempt (default :func:`attempt`); ``tc``: the call is tagged, its attempts were recorded
     where ``tc.rec`` says, and so go its retries and fallback."""
     dep = guard.dependency
-    clock = dep._clock
+    retrier = None
     if one is None:
         one = attempt
-    retrier = None
-    pending = first
-    while True:
-        if pending is None:
-            timeout = attempt_timeout(dep.policy.timeout, deadline_at, clock())
-            refused: RejectedError | None = None
-            try:
-                outcome, value = one(dep, fn, args, kwargs, guard.ignore, timeout, deadline_at)
-            except RejectedError as exc:
-                refused = exc
-            if refused is not None:  # raised here, outside the handler: no implicit context
-                rec: Recorder = dep if tc is None else tc.rec
-                return fallback_sync(rec, guard.fallback, refused, args, kwargs)
-        else:
-            outcome, value = pending
-            pending = None
-        rec = dep if tc is None else tc.rec
-        if outcome == IGNORED:
-            raise thrown(rec, value)
-        if retrier is None:
-            retrier = guard.retrier() if tc is None else tc.retrier(guard)
-        if outcome == SUCCESS:
-            if retrier is None or not retrier.wants(value):
-                return value
-            wait = retrier.after_result(value, clock(), deadline_at)
-            if wait is None:
-                rec._retries_stopped(retrier)
-                return value
-        else:
-            wait = None if retrier is None else retrier.after_error(value, clock(), deadline_at)
-            if wait is None:
-                rec._retries_stopped(retrier)
-                return fallback_sync(rec, guard.fallback, value, args, kwargs)
-        rec._retrying(outcome)
-        if wait > 0:
-            dep._sleep(wait)
+    value: Any
+    step, value = RETRY, 0.0
+    if first is not None:
+        step, value, retrier = after(guard, tc, retrier, first[0], first[1], deadline_at)
+    while step == RETRY:
+        if value > 0:
+            dep._sleep(value)
+        timeout = attempt_timeout(dep.policy.timeout, deadline_at, dep._clock())
+        try:
+            outcome, value = one(dep, fn, args, kwargs, guard.ignore, timeout, deadline_at)
+        except RejectedError as exc:
+            outcome, value = REFUSED, exc  # to the fallback outside this handler: no context
+        step, value, retrier = after(guard, tc, retrier, outcome, value, deadline_at)
+    if step == RETURN:
+        return value
+    if step == FALLBACK:
+        return fallback_sync(recorder(dep, tc), guard.fallback, value, args, kwargs)
+    raise value
 
 
 def attempt(
