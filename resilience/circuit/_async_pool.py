@@ -15,7 +15,7 @@ import inspect
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from ._breaker import REJECT, RUN, State
+from ._breaker import RUN, State
 from ._throttle import take
 from ._timeout import attempt_timeout
 from ._window import SUCCESS, TIMEOUT
@@ -34,12 +34,7 @@ _CLOSED = State.CLOSED
 async def _admit(dep: Dependency, deadline_at: float | None) -> int:
     """Breaker -> rate limit; returns the breaker's decision (refusals raise)."""
     breaker = dep.breaker
-    decision = RUN
-    if breaker.state is not _CLOSED:
-        now = dep._clock()
-        decision = breaker.acquire(now)
-        if decision == REJECT:
-            raise dep._short_circuit(now)
+    decision = RUN if breaker.state is _CLOSED else dep._acquire()
     if dep._rate_limiter is not None:
         try:
             await take_token(dep, dep, deadline_at)
@@ -54,17 +49,13 @@ async def take_token(dep: Dependency, rec: Recorder, deadline_at: float | None) 
     bucket = dep._rate_limiter
     if bucket is None:
         return
-    granted, seconds = take(bucket, dep._clock(), deadline_at)
-    if not granted:
-        raise rec._rate_limited(bucket, seconds)
+    seconds = take(bucket, rec, dep._clock(), deadline_at)
     if seconds > 0.0:
-        slept = False
         try:
             await dep._asleep(seconds)
-            slept = True
-        finally:
-            if not slept:  # cancelled: the booked token goes to the next caller
-                bucket.refund(dep._clock())
+        except BaseException:  # cancelled: the booked token goes to the next caller
+            bucket.refund(dep._clock())
+            raise
 
 
 def _wake(fut: asyncio.Future[bool], finished: bool) -> None:

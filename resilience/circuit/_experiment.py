@@ -153,14 +153,7 @@ class Plain:
         self, fn: Callable[..., Any], timeout: float, capacity: int, is_async: bool = False
     ) -> Route:
         dep = self.dep
-        decision = RUN
-        breaker = dep.breaker
-        if breaker.state is not _CLOSED:
-            now = dep._clock()
-            decision = breaker.acquire(now)
-            if decision == REJECT:
-                raise dep._short_circuit(now)
-        return Route(dep, decision, fn)
+        return Route(dep, RUN if dep.breaker.state is _CLOSED else dep._acquire(), fn)
 
 
 class TaggedCall:

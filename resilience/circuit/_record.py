@@ -20,7 +20,7 @@ from ..errors import (
     RateLimitedError,
 )
 from ._adaptive import AdaptiveLimiter
-from ._breaker import RUN, Breaker, State, StateChange
+from ._breaker import REJECT, RUN, Breaker, State, StateChange
 from ._window import (
     FAILURE,
     IGNORED,
@@ -75,6 +75,15 @@ class Recorder:
                 listener(change)
             except Exception:
                 log.exception("state-change listener %r failed", listener)
+
+    def _acquire(self) -> int:
+        """The breaker step, for a circuit that is not closed (a closed one answers RUN, which
+        callers check first): RUN or TRIAL, or the ``CircuitOpenError`` raised, recorded."""
+        now = self._clock()
+        decision = self.breaker.acquire(now)
+        if decision == REJECT:
+            raise self._short_circuit(now)
+        return decision
 
     def _short_circuit(self, now: float) -> CircuitOpenError:
         self.window.record(SHORT_CIRCUITED, now)

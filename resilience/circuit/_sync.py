@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..context import FIT
 from ..errors import RejectedError
-from ._breaker import REJECT, RUN, State
+from ._breaker import RUN, State
 from ._experiment import Plain, TaggedCall
 from ._fallback import fallback_sync
 from ._flow import FALLBACK, REFUSED, RETRY, RETURN, Attempt, after, recorder
@@ -182,12 +182,7 @@ def attempt(
 def _admit(dep: Dependency, deadline_at: float | None) -> int:
     """The breaker and rate-limit steps: the breaker's decision, or a refusal raised."""
     breaker = dep.breaker
-    decision = RUN
-    if breaker.state is not _CLOSED:
-        now = dep._clock()
-        decision = breaker.acquire(now)
-        if decision == REJECT:
-            raise dep._short_circuit(now)
+    decision = RUN if breaker.state is _CLOSED else dep._acquire()
     if dep._rate_limiter is not None:
         try:
             take_token(dep, dep, deadline_at)
@@ -198,22 +193,18 @@ def _admit(dep: Dependency, deadline_at: float | None) -> int:
 
 
 def take_token(dep: Dependency, rec: Recorder, deadline_at: float | None) -> None:
-    """The rate-limit step: a token now, or after a booked wait; else ``RateLimitedError``
-    (recorded by ``rec``)."""
+    """The rate-limit step: a token now, or after a booked wait (slept here); else
+    ``RateLimitedError`` (recorded by ``rec``)."""
     bucket = dep._rate_limiter
     if bucket is None:
         return
-    granted, seconds = take(bucket, dep._clock(), deadline_at)
-    if not granted:
-        raise rec._rate_limited(bucket, seconds)
+    seconds = take(bucket, rec, dep._clock(), deadline_at)
     if seconds > 0.0:
-        slept = False
         try:
             dep._sleep(seconds)
-            slept = True
-        finally:
-            if not slept:  # interrupted: the booked token goes to the next caller
-                bucket.refund(dep._clock())
+        except BaseException:  # interrupted: the booked token goes to the next caller
+            bucket.refund(dep._clock())
+            raise
 
 
 def capacity(dep: Dependency) -> int:
