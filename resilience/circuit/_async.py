@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..context import FIT
 from ..errors import RejectedError
-from ._async_pool import _admit, _in_pool, attempt_in_pool, take_token
+from ._async_pool import _admit, _in_pool, acquire, attempt_in_pool, take_token
 from ._breaker import RUN
+from ._bulkhead import give
 from ._experiment import Plain, TaggedCall
 from ._fallback import fallback_async
 from ._flow import FALLBACK, REFUSED, RETRY, RETURN, after, recorder
 from ._timeout import DONE, EXPIRED, attempt_timeout
-from ._window import IGNORED, SUCCESS, TIMEOUT
+from ._window import IGNORED, SUCCESS
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -59,9 +60,14 @@ async def call(
             one = hedged_async(guard, Plain(dep), in_pool=False)
         return await run(guard, fn, args, kwargs, guard.start(), None, one)
     try:
-        outcome, value = await attempt(
-            dep, fn, args, kwargs, guard.ignore, dep.policy.timeout, None
-        )
+        if dep.lane:  # the breaker's decision is RUN, nothing to release: straight to the runner
+            outcome, value = await _run(
+                dep, RUN, fn, args, kwargs, guard.ignore, dep.policy.timeout, None
+            )
+        else:
+            outcome, value = await attempt(
+                dep, fn, args, kwargs, guard.ignore, dep.policy.timeout, None
+            )
     except RejectedError as exc:
         refused = exc
     else:
@@ -259,11 +265,8 @@ async def _run(
     limit = dep._limiter
     try:
         if limit.wait > 0:
-            before = clock()
-            admitted = await limit.acquire_async(attempt_timeout(limit.wait, deadline_at, before))
-            if not admitted:
-                raise rec._reject(limit, clock() - before)
-        elif not limit.try_acquire():
+            await acquire(limit, rec, clock, deadline_at)
+        elif not limit.try_acquire():  # (``acquire``, inlined: most calls' limit never waits)
             raise rec._reject(limit)
     except BaseException:
         breaker.release(decision)
@@ -275,44 +278,24 @@ async def _run(
     start = clock()
     try:
         result = await fn(*args, **kwargs)
-    except asyncio.CancelledError:
-        now = clock()
-        if entry[2] != EXPIRED:  # cancelled by someone else: not the dependency's fault
-            entry[2] = DONE
-            _give(limit, sample, now - start, False)
-            breaker.release(decision)
-            raise
-        _give(limit, sample, now - start, True)
-        if task is not None:
-            task.uncancel()
-        return TIMEOUT, rec._timeout(decision, now - start, now, time_limit)
-    except Exception as exc:
+    except (Exception, asyncio.CancelledError) as exc:
         error = exc
     except BaseException:
         entry[2] = DONE
-        _give(limit, sample, clock() - start, False)
+        give(limit, sample, clock() - start, False)
         breaker.release(decision)
         raise
     else:
         now = clock()
-        if entry[2] == EXPIRED:  # the function swallowed our cancellation and returned
-            if task is not None:
-                task.uncancel()
-            _give(limit, sample, now - start, True)
-            return TIMEOUT, rec._timeout(decision, now - start, now, time_limit)
-        entry[2] = DONE
-        _give(limit, sample, now - start, False)
-        rec._success(decision, now - start, now)
-        return SUCCESS, result
-    entry[2] = DONE
+        give(limit, sample, now - start, entry[2] == EXPIRED)  # expired: a timeout
+        return rec._coroutine_returned(decision, entry, task, result, now - start, now, time_limit)
     now = clock()
-    judged = rec._failed(decision, error, now - start, now, ignore)
-    _give(limit, sample, now - start, judged[0] != IGNORED)
+    judged = rec._coroutine_raised(
+        decision, entry, task, error, now - start, now, time_limit, ignore
+    )
+    if judged is None:  # cancelled by someone else: not the dependency's fault
+        give(limit, sample, now - start, False)
+        breaker.release(decision)
+        raise error
+    give(limit, sample, now - start, judged[0] != IGNORED)
     return judged
-
-
-def _give(limit: Any, sample: bool, latency: float, dropped: bool) -> None:
-    if sample:
-        limit.release(latency, dropped)
-    else:
-        limit.give_back()

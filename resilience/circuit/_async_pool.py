@@ -18,15 +18,16 @@ from ..errors import ConfigError
 from ._breaker import RUN, State
 from ._throttle import take
 from ._timeout import attempt_timeout
-from ._window import SUCCESS, TIMEOUT
+from ._window import TIMEOUT
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ._bulkhead import ConcurrencyLimit
     from ._dependency import Dependency
     from ._record import Recorder
 
-__all__ = ["attempt_in_pool", "take_token"]
+__all__ = ["acquire", "attempt_in_pool", "take_token"]
 
 _CLOSED = State.CLOSED
 
@@ -56,6 +57,21 @@ async def take_token(dep: Dependency, rec: Recorder, deadline_at: float | None) 
         except BaseException:  # cancelled: the booked token goes to the next caller
             bucket.refund(dep._clock())
             raise
+
+
+async def acquire(
+    limit: ConcurrencyLimit,
+    rec: Recorder,
+    clock: Callable[[], float],
+    deadline_at: float | None,
+) -> None:
+    """The concurrency-limit step on the loop (``_sync.acquire``'s counterpart)."""
+    if limit.wait > 0:
+        before = clock()
+        if not await limit.acquire_async(attempt_timeout(limit.wait, deadline_at, before)):
+            raise rec._reject(limit, clock() - before)
+    elif not limit.try_acquire():
+        raise rec._reject(limit)
 
 
 def _wake(fut: asyncio.Future[bool], finished: bool) -> None:
@@ -103,15 +119,7 @@ async def _in_pool(
     permits = pool.permits
     clock = dep._clock
     try:
-        if permits.wait > 0:
-            before = clock()
-            admitted = await permits.acquire_async(
-                attempt_timeout(permits.wait, deadline_at, before)
-            )
-            if not admitted:
-                raise rec._reject(permits, clock() - before)
-        elif not permits.try_acquire():
-            raise rec._reject(permits)
+        await acquire(permits, rec, clock, deadline_at)
     except BaseException:
         breaker.release(decision)
         raise
@@ -147,20 +155,16 @@ async def _in_pool(
         pool.abandon(job)
         return TIMEOUT, rec._timeout(decision, latency, now, time_limit)
     error = job.error
-    if error is None:
-        result = job.result
-        if inspect.isawaitable(result):
-            if inspect.iscoroutine(result):
-                result.close()
-            breaker.release(decision)
-            raise ConfigError(
-                "fn",
-                f"{fn!r} is not a coroutine function but returned an awaitable; acall runs "
-                "such functions in a worker thread. Pass an `async def` function instead.",
-            )
-        rec._success(decision, latency, now)
-        return SUCCESS, result
-    if isinstance(error, Exception):
-        return rec._failed(decision, error, latency, now, ignore)
-    breaker.release(decision)
-    raise error
+    if error is None and inspect.isawaitable(job.result):
+        if inspect.iscoroutine(job.result):
+            job.result.close()
+        breaker.release(decision)
+        raise ConfigError(
+            "fn",
+            f"{fn!r} is not a coroutine function but returned an awaitable; acall runs "
+            "such functions in a worker thread. Pass an `async def` function instead.",
+        )
+    if error is not None and not isinstance(error, Exception):
+        breaker.release(decision)
+        raise error  # KeyboardInterrupt, SystemExit...: the caller's, as if called directly
+    return rec._ran(decision, error, job.result, latency, now, ignore)

@@ -18,8 +18,8 @@ from ..context import FIT
 from . import _async, _sync
 from ._breaker import RUN
 from ._fallback import fallback_async, fallback_sync
-from ._timeout import DONE, EXPIRED, LIVE
-from ._window import _FOLD_AT, TIMEOUT
+from ._timeout import DONE, LIVE
+from ._window import _FOLD_AT, SUCCESS
 
 if TYPE_CHECKING:
     from ._guard import Guard
@@ -144,13 +144,10 @@ def _late_sync(
     dep = guard.dependency
     if _sync._running_loop() is not None:
         dep._warn_on_loop(fn)
-    timeout = dep.policy.timeout
-    if latency > timeout:
-        return _sync.run(
-            guard, fn, args, kwargs, None, (TIMEOUT, dep._timeout(RUN, latency, now, timeout))
-        )
-    dep._success(RUN, latency, now)
-    return result
+    first = dep._returned(RUN, result, latency, now, dep.policy.timeout)
+    if first[0] == SUCCESS:
+        return result
+    return _sync.run(guard, fn, args, kwargs, None, first)
 
 
 def fast_async(guard: Guard, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -260,7 +257,7 @@ async def _failed_async(
     fn: Callable[..., Awaitable[Any]],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-    error: BaseException,
+    error: Exception | asyncio.CancelledError,
     entry: list[Any],
     task: asyncio.Task[Any] | None,
     start: float,
@@ -268,18 +265,12 @@ async def _failed_async(
     dep = guard.dependency
     dep.permits.give()
     now = dep._clock()
-    first: tuple[int, Any]
-    if isinstance(error, asyncio.CancelledError):
-        if entry[2] != EXPIRED:  # cancelled by someone else: not the dependency's fault
-            entry[2] = DONE
-            raise error
-        if task is not None:
-            task.uncancel()
-        first = (TIMEOUT, dep._timeout(RUN, now - start, now, dep.policy.timeout))
-    else:
-        entry[2] = DONE
-        assert isinstance(error, Exception)
-        first = dep._failed(RUN, error, now - start, now, guard.ignore)
+    latency = now - start
+    first = dep._coroutine_raised(
+        RUN, entry, task, error, latency, now, dep.policy.timeout, guard.ignore
+    )
+    if first is None:  # cancelled by someone else: not the dependency's fault
+        raise error
     return await _async.run(guard, fn, args, kwargs, None, first)
 
 
@@ -295,11 +286,7 @@ async def _late_async(
     now: float,
 ) -> Any:
     dep = guard.dependency
-    if entry[2] == EXPIRED:  # the function swallowed our cancellation and returned
-        if task is not None:
-            task.uncancel()
-        first = (TIMEOUT, dep._timeout(RUN, latency, now, dep.policy.timeout))
-        return await _async.run(guard, fn, args, kwargs, None, first)
-    entry[2] = DONE
-    dep._success(RUN, latency, now)
-    return result
+    first = dep._coroutine_returned(RUN, entry, task, result, latency, now, dep.policy.timeout)
+    if first[0] == SUCCESS:
+        return result
+    return await _async.run(guard, fn, args, kwargs, None, first)

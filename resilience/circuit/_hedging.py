@@ -204,7 +204,7 @@ class _Running:
 
 def hedged_sync(guard: Guard, router: Router) -> Callable[..., tuple[int, Any]]:
     """The attempt function of a hedged sync call under thread isolation."""
-    from ._sync import capacity, take_token
+    from ._sync import acquire, capacity, take_token
 
     dep = guard.dependency
     hedge = guard.hedge
@@ -245,11 +245,7 @@ def hedged_sync(guard: Guard, router: Router) -> Callable[..., tuple[int, Any]]:
             try:
                 take_token(dep, rec, deadline_at)
                 permits = pool.permits
-                if n == 1 and permits.wait > 0:
-                    if not permits.acquire(attempt_timeout(permits.wait, deadline_at, clock())):
-                        raise rec._reject(permits)
-                elif not permits.try_acquire():
-                    raise rec._reject(permits)
+                acquire(permits, rec, clock, deadline_at, may_wait=n == 1)  # hedges never wait
             except RejectedError as exc:
                 rec.breaker.release(route.decision)
                 route.refused(exc)
@@ -283,11 +279,7 @@ def hedged_sync(guard: Guard, router: Router) -> Callable[..., tuple[int, Any]]:
                 route.abandon()
                 attempt.outer.set_exception(error)  # KeyboardInterrupt...: the caller's
                 return
-            if error is None:
-                rec._success(route.decision, latency, now)
-                outcome, value = SUCCESS, job.result
-            else:
-                outcome, value = rec._failed(route.decision, error, latency, now, ignore)
+            outcome, value = rec._ran(route.decision, error, job.result, latency, now, ignore)
             route.finished(outcome, value, latency, now)
             results[attempt.n] = (outcome, value, rec, route.label)
             if outcome == SUCCESS:

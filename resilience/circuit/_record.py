@@ -1,12 +1,16 @@
 """The record step: what a finished (or refused) attempt leaves in the window and the breaker.
 
-Plain, non-blocking bookkeeping shared by both drivers and by tickets: each method records one
-outcome in the dependency's rolling window, feeds the breaker its verdict, and returns the error
-the caller is to get, if any. ``Dependency`` inherits it.
+Plain, non-blocking bookkeeping shared by both drivers, the fast paths and tickets: each method
+records one outcome in the dependency's rolling window, feeds the breaker its verdict, and
+returns the error the caller is to get, if any. The verdicts (``_ran``, ``_returned``,
+``_coroutine_returned``, ``_coroutine_raised``) judge how an attempt ended for each way one
+runs (a pool worker, the caller's thread, a coroutine), so every runner only calls and waits.
+``Dependency`` inherits it, and so does an experiment's ``Shadow``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import warnings
 from collections.abc import Callable
@@ -21,6 +25,7 @@ from ..errors import (
 )
 from ._adaptive import AdaptiveLimiter
 from ._breaker import REJECT, RUN, Breaker, State, StateChange
+from ._timeout import DONE, EXPIRED
 from ._window import (
     FAILURE,
     IGNORED,
@@ -140,6 +145,80 @@ class Recorder:
         self.window.record_call(TIMEOUT, latency, now)
         self.breaker.on_result(decision, False, now, err)
         return err
+
+    # -- verdicts: how an attempt ended, judged and recorded, for each way one runs --------
+
+    def _ran(
+        self,
+        decision: int,
+        error: Exception | None,
+        result: Any,
+        latency: float,
+        now: float,
+        ignore: tuple[type[BaseException], ...],
+    ) -> tuple[int, Any]:
+        """An attempt that ended within its time: a success (``error`` None, its ``result``),
+        else a failure or an ignored error."""
+        if error is None:
+            self._success(decision, latency, now)
+            return SUCCESS, result
+        return self._failed(decision, error, latency, now, ignore)
+
+    def _returned(
+        self, decision: int, result: Any, latency: float, now: float, timeout: float
+    ) -> tuple[int, Any]:
+        """A sync call on the caller's thread returned. It cannot be preempted, so one that
+        returned after its timeout is judged a timeout (the caller gets ``CallTimeoutError``)."""
+        if latency > timeout:
+            return TIMEOUT, self._timeout(decision, latency, now, timeout)
+        self._success(decision, latency, now)
+        return SUCCESS, result
+
+    def _coroutine_returned(
+        self,
+        decision: int,
+        entry: list[Any],
+        task: asyncio.Task[Any] | None,
+        result: Any,
+        latency: float,
+        now: float,
+        time_limit: float,
+    ) -> tuple[int, Any]:
+        """A coroutine returned; ``entry`` is its deadline (``_timeout.Deadlines``). One that
+        swallowed the cancellation of its deadline and returned is judged a timeout, and its
+        task's cancellation taken back."""
+        if entry[2] == EXPIRED:
+            if task is not None:
+                task.uncancel()
+            return TIMEOUT, self._timeout(decision, latency, now, time_limit)
+        entry[2] = DONE
+        self._success(decision, latency, now)
+        return SUCCESS, result
+
+    def _coroutine_raised(
+        self,
+        decision: int,
+        entry: list[Any],
+        task: asyncio.Task[Any] | None,
+        error: Exception | asyncio.CancelledError,
+        latency: float,
+        now: float,
+        time_limit: float,
+        ignore: tuple[type[BaseException], ...],
+    ) -> tuple[int, Any] | None:
+        """A coroutine raised. Cancelled by its deadline: a timeout (the task's cancellation
+        taken back, the caller gets ``CallTimeoutError``); cancelled by anyone else: None, not
+        judged (not the dependency's fault: the cancellation passes through); else a failure
+        or an ignored error."""
+        if isinstance(error, asyncio.CancelledError):
+            if entry[2] != EXPIRED:
+                entry[2] = DONE
+                return None
+            if task is not None:
+                task.uncancel()
+            return TIMEOUT, self._timeout(decision, latency, now, time_limit)
+        entry[2] = DONE
+        return self._failed(decision, error, latency, now, ignore)
 
     def _retrying(self, outcome: int) -> None:
         """An attempt that ended in ``outcome`` is retried."""

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..context import FIT
 from ..errors import RejectedError
 from ._breaker import RUN, State
+from ._bulkhead import give
 from ._experiment import Plain, TaggedCall
 from ._fallback import fallback_sync
 from ._flow import FALLBACK, REFUSED, RETRY, RETURN, Attempt, after, recorder
@@ -28,12 +29,22 @@ from ._window import IGNORED, SUCCESS, TIMEOUT
 
 if TYPE_CHECKING:
     from ..context import FaultContext
+    from ._bulkhead import ConcurrencyLimit
     from ._dependency import Dependency
     from ._experiment import Route
     from ._guard import Guard
     from ._record import Recorder
 
-__all__ = ["attempt", "attempt_routed", "call", "capacity", "run", "tagged", "take_token"]
+__all__ = [
+    "acquire",
+    "attempt",
+    "attempt_routed",
+    "call",
+    "capacity",
+    "run",
+    "tagged",
+    "take_token",
+]
 
 _CLOSED = State.CLOSED
 _running_loop = asyncio._get_running_loop
@@ -65,10 +76,13 @@ def call(
         return run(guard, fn, args, kwargs, guard.start())
     # The first attempt of a call with no deadline and no budget, kept short: for thread
     # isolation this is every call's path. With ``lane`` (closed circuit, no rate limit) the
-    # breaker's decision is RUN and has nothing to release: straight to the pool.
+    # breaker's decision is RUN and has nothing to release: straight to the runner.
     try:
-        if dep.lane and dep.policy.isolation == "thread":
-            outcome, value = _in_pool(dep, RUN, fn, args, kwargs, guard.ignore, dep.policy.timeout)
+        if dep.lane:
+            runner = _in_pool if dep.policy.isolation == "thread" else _on_caller_thread
+            outcome, value = runner(
+                dep, RUN, fn, args, kwargs, guard.ignore, dep.policy.timeout, None
+            )
         else:
             outcome, value = attempt(dep, fn, args, kwargs, guard.ignore, dep.policy.timeout, None)
     except RejectedError as exc:
@@ -257,6 +271,23 @@ def attempt_routed(
     return outcome, value
 
 
+def acquire(
+    limit: ConcurrencyLimit,
+    rec: Recorder,
+    clock: Callable[[], float],
+    deadline_at: float | None,
+    may_wait: bool = True,
+) -> None:
+    """The concurrency-limit step on a thread: a permit at once, or within the limit's wait
+    (an adaptive limit's, cut to the call's deadline); else the refusal raised, recorded."""
+    if may_wait and limit.wait > 0:
+        before = clock()
+        if not limit.acquire(attempt_timeout(limit.wait, deadline_at, before)):
+            raise rec._reject(limit, clock() - before)
+    elif not limit.try_acquire():
+        raise rec._reject(limit)
+
+
 def _on_caller_thread(
     dep: Dependency,
     decision: int,
@@ -273,45 +304,31 @@ def _on_caller_thread(
         rec = dep
     clock = dep._clock
     limit = dep._limiter
-    waited = 0.0
     if limit.wait > 0:
-        before = clock()
-        admitted = limit.acquire(attempt_timeout(limit.wait, deadline_at, before))
-        waited = clock() - before
-    else:
-        admitted = limit.try_acquire()
-    if not admitted:
-        raise rec._reject(limit, waited)
+        acquire(limit, rec, clock, deadline_at)
+    elif not limit.try_acquire():  # (``acquire``, inlined: most calls' limit never waits)
+        raise rec._reject(limit)
     start = clock()
     try:
         result = fn(*args, **kwargs)
     except Exception as exc:
         error = exc
     except BaseException:
-        if sample:
-            limit.release(clock() - start, False)
-        else:
-            limit.give_back()
+        give(limit, sample, clock() - start, False)
         raise
     else:
-        # Not preemptible: a call that returned after its timeout is judged a timeout.
         now = clock()
         latency = now - start
-        late = latency > timeout
+        # ``give``, inlined on the success path (a frame here is 3% of a call); a call that
+        # returned after its timeout is a timeout (``_returned``), so the limit sees a drop.
         if sample:
-            limit.release(latency, late)
+            limit.release(latency, latency > timeout)
         else:
             limit.give_back()
-        if late:
-            return TIMEOUT, rec._timeout(decision, latency, now, timeout)
-        rec._success(decision, latency, now)
-        return SUCCESS, result
+        return rec._returned(decision, result, latency, now, timeout)
     now = clock()
     judged = rec._failed(decision, error, now - start, now, ignore)
-    if sample:
-        limit.release(now - start, judged[0] != IGNORED)
-    else:
-        limit.give_back()
+    give(limit, sample, now - start, judged[0] != IGNORED)
     return judged
 
 
@@ -335,9 +352,7 @@ def _in_pool(
     permits = pool.permits
     clock = dep._clock
     if permits.wait > 0:  # an adaptive limit that lets calls wait for a permit
-        before = clock()
-        if not permits.acquire(attempt_timeout(permits.wait, deadline_at, before)):
-            raise rec._reject(permits, clock() - before)
+        acquire(permits, rec, clock, deadline_at)
     elif not permits.try_acquire():
         raise rec._reject(permits)
     start = clock()
@@ -357,9 +372,6 @@ def _in_pool(
         pool.abandon(job)
         return TIMEOUT, rec._timeout(decision, latency, now, timeout)
     error = job.error
-    if error is None:
-        rec._success(decision, latency, now)
-        return SUCCESS, job.result
-    if isinstance(error, Exception):
-        return rec._failed(decision, error, latency, now, ignore)
-    raise error  # KeyboardInterrupt, SystemExit...: the caller's, as if called directly
+    if error is not None and not isinstance(error, Exception):
+        raise error  # KeyboardInterrupt, SystemExit...: the caller's, as if called directly
+    return rec._ran(decision, error, job.result, latency, now, ignore)
