@@ -69,12 +69,12 @@ async def call(
                 dep, fn, args, kwargs, guard.ignore, dep.policy.timeout, None
             )
     except RejectedError as exc:
-        refused = exc
+        first = (REFUSED, exc)
     else:
         if outcome == SUCCESS and guard.fast_ok:
-            return value
-        return await run(guard, fn, args, kwargs, None, (outcome, value), attempt)
-    return await fallback_async(dep, guard.fallback, refused, args, kwargs)
+            return value  # what ``after`` decides for it, without entering the loop
+        first = (outcome, value)
+    return await run(guard, fn, args, kwargs, None, first)
 
 
 async def call_in_pool(
@@ -208,16 +208,11 @@ async def attempt_routed(
     clock = dep._clock
     try:
         await take_token(dep, rec, deadline_at)
-    except RejectedError as exc:
-        rec.breaker.release(route.decision)
-        route.refused(exc)
-        raise
-    except BaseException:
-        route.abandon()
-        route.close()
+    except BaseException as exc:
+        route.not_admitted(exc)
         raise
     start = clock()
-    try:  # the runners free the recorder's trial slot themselves on every way out
+    try:
         if in_pool:
             outcome, value = await _in_pool(
                 dep, route.decision, route.fn, args, kwargs, ignore, time_limit,
@@ -228,18 +223,11 @@ async def attempt_routed(
                 dep, route.decision, route.fn, args, kwargs, ignore, time_limit,
                 deadline_at, rec, route.sample,
             )  # fmt: skip
-    except RejectedError as exc:
-        route.refused(exc)
-        raise
-    except BaseException:  # cancelled (a hedge that lost, or the caller's own cancellation)
-        route.unmirror()
-        if not in_pool:
-            route.close()
+    except BaseException as exc:  # refused, or cancelled (a hedge that lost, or the caller's)
+        route.stopped(exc, in_pool)
         raise
     now = clock()
-    route.finished(outcome, value, now - start, now)
-    if not in_pool:
-        route.close()
+    route.ended(outcome, value, now - start, now, in_pool)
     return outcome, value
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..context import FIT
 from . import _async, _sync
 from ._breaker import RUN
-from ._fallback import fallback_async, fallback_sync
+from ._flow import REFUSED
 from ._timeout import DONE, LIVE
 from ._window import _FOLD_AT, SUCCESS
 
@@ -60,7 +60,7 @@ def fast_sync(guard: Guard, fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             free.pop()
         except IndexError:  # the general path refuses it (the token is spent, as there)
-            return fallback_sync(dep, guard.fallback, dep._reject(permits), args, kwargs)
+            return _sync.run(guard, fn, args, kwargs, None, (REFUSED, dep._reject(permits)))
         # The lane's body below, once more: one more local there costs 2% of every call.
         if len(free) < permits.low:
             permits.low = len(free)
@@ -176,8 +176,8 @@ def fast_async(guard: Guard, fn: Callable[..., Awaitable[Any]]) -> Callable[...,
         try:
             free.pop()
         except IndexError:  # the general path refuses it (the token is spent, as there)
-            exc = dep._reject(permits)
-            return await fallback_async(dep, guard.fallback, exc, args, kwargs)
+            first = (REFUSED, dep._reject(permits))
+            return await _async.run(guard, fn, args, kwargs, None, first)
         # The lane's body below, once more: one more local there costs 2% of every call.
         if len(free) < permits.low:
             permits.low = len(free)

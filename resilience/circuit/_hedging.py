@@ -90,21 +90,73 @@ def check_hedge(dep: Dependency, is_async: bool) -> None:
         )
 
 
-def _settle(dep: Dependency, router: Router, results: Results, main: int) -> tuple[int, Any]:
-    """Count the caller's call once (by attempt ``main``); its outcome, or raise its refusal."""
-    for n, (outcome, _value, rec, _label) in results.items():
-        if n != main and rec is dep:
-            dep.window.supersede(outcome)
-    outcome, value, rec, label = results[main]
-    router.decided(rec, label)
-    if outcome in _REFUSALS:
-        raise value
-    return outcome, value
+class _Race:
+    """One hedged call's book, kept for the async and the sync race alike: what each attempt
+    left, whether more may be sent, and how the caller's call is counted once."""
 
+    __slots__ = ("dep", "results", "router", "stop", "throttle")
 
-def _refusal(results: Results, n: int, exc: RejectedError, rec: Recorder) -> None:
-    outcome = refusal_outcome(exc)
-    results[n] = (outcome, exc, rec, OUTCOMES[outcome])
+    def __init__(self, dep: Dependency, router: Router, throttle: HedgeThrottle) -> None:
+        self.dep = dep
+        self.router = router
+        self.throttle = throttle
+        self.results: Results = {}
+        self.stop = False  # no more hedges: the first attempt was refused, or an error ignored
+
+    def delay(self) -> float:
+        """Seconds before the next hedge is sent (the observed p95 by default)."""
+        return self.throttle.delay(self.dep.observed_p95())
+
+    def allow(self) -> bool:
+        """May another attempt be sent now (and paid from the hedge budget)?"""
+        return not self.stop and self.throttle.try_hedge(self.dep._clock())
+
+    def on_event(self, event: str) -> None:
+        if not (self.stop and event == "budget_exhausted"):
+            self.router.hedge_event(event)
+
+    def refused(self, n: int, exc: RejectedError, rec: Recorder) -> None:
+        """Attempt ``n`` was refused (recorded by ``rec``); a refused first attempt is not
+        hedged."""
+        outcome = refusal_outcome(exc)
+        self.results[n] = (outcome, exc, rec, OUTCOMES[outcome])
+        self.stop = self.stop or n == 1
+
+    def judged(self, n: int, outcome: int, value: Any, route: Route) -> bool:
+        """Attempt ``n`` ran and was judged ``outcome``: True if it won (a success). An
+        ignored error stops the hedging."""
+        self.results[n] = (outcome, value, route.rec, route.label)
+        if outcome == SUCCESS:
+            return True
+        if outcome == IGNORED:
+            self.stop = True
+        return False
+
+    def lost(self) -> bool:
+        """Every attempt failed: the caller gets the first one's error, unless that one never
+        got a verdict (then the race's own error stands)."""
+        return 1 in self.results
+
+    def interrupted(self) -> None:
+        """The race was cancelled or interrupted: the caller's call ends uncounted, as an
+        unhedged one would."""
+        dep = self.dep
+        for outcome, _value, rec, _label in self.results.values():
+            if rec is dep:
+                dep.window.supersede(outcome)
+
+    def settle(self, main: int) -> tuple[int, Any]:
+        """Count the caller's call once (by attempt ``main``); its outcome, or raise its
+        refusal."""
+        dep = self.dep
+        for n, (outcome, _value, rec, _label) in self.results.items():
+            if n != main and rec is dep:
+                dep.window.supersede(outcome)
+        outcome, value, rec, label = self.results[main]
+        self.router.decided(rec, label)
+        if outcome in _REFUSALS:
+            raise value
+        return outcome, value
 
 
 def hedged_async(
@@ -129,57 +181,42 @@ def hedged_async(
         deadline_at: float | None,
     ) -> tuple[int, Any]:
         clock = dep._clock
-        results: Results = {}
-        stop = [False]
+        race = _Race(dep, router, throttle)
 
         async def racer(n: int) -> tuple[int, Any]:
             limit = attempt_timeout(dep.policy.timeout, deadline_at, clock())
             try:
                 route = router.route(fn, limit, capacity(dep, in_pool), not in_pool)
             except RejectedError as exc:
-                _refusal(results, n, exc, router.rec)
-                stop[0] = stop[0] or n == 1
+                race.refused(n, exc, router.rec)
                 raise
             try:
                 outcome, value = await attempt_routed(
                     dep, route, args, kwargs, ignore, limit, deadline_at, in_pool=in_pool
                 )
             except RejectedError as exc:
-                _refusal(results, n, exc, route.rec)
-                stop[0] = stop[0] or n == 1
+                race.refused(n, exc, route.rec)
                 raise
-            results[n] = (outcome, value, route.rec, route.label)
-            if outcome == SUCCESS:
+            if race.judged(n, outcome, value, route):
                 return n, value
-            if outcome == IGNORED:
-                stop[0] = True
             raise value
-
-        def allow() -> bool:
-            return not stop[0] and throttle.try_hedge(clock())
-
-        def on_event(event: str) -> None:
-            if not (stop[0] and event == "budget_exhausted"):
-                router.hedge_event(event)
 
         main = 1
         try:
             main, _ = await run_hedged(
                 racer,
-                delay=throttle.delay(dep.observed_p95()),
+                delay=race.delay(),
                 max_attempts=hedge.max_attempts,
-                allow=allow,
-                on_event=on_event,
+                allow=race.allow,
+                on_event=race.on_event,
             )
         except Exception:
-            if 1 not in results:
+            if not race.lost():
                 raise
         except BaseException:
-            for outcome, _value, rec, _label in results.values():
-                if rec is dep:  # the caller's call ends uncounted, as an unhedged one would
-                    dep.window.supersede(outcome)
+            race.interrupted()
             raise
-        return _settle(dep, router, results, main)
+        return race.settle(main)
 
     return one
 
@@ -224,13 +261,11 @@ def hedged_sync(guard: Guard, router: Router) -> Callable[..., tuple[int, Any]]:
         clock = dep._clock
         pool = dep._pool or dep._thread_pool()
         lock = threading.Lock()
-        results: Results = {}
+        race = _Race(dep, router, throttle)
         running: dict[concurrent.futures.Future[Any], _Running] = {}
-        stop = [False]
 
         def refused(n: int, exc: RejectedError, rec: Recorder) -> concurrent.futures.Future[Any]:
-            _refusal(results, n, exc, rec)
-            stop[0] = stop[0] or n == 1
+            race.refused(n, exc, rec)
             outer: concurrent.futures.Future[Any] = concurrent.futures.Future()
             outer.set_exception(exc)
             return outer
@@ -242,17 +277,14 @@ def hedged_sync(guard: Guard, router: Router) -> Callable[..., tuple[int, Any]]:
             except RejectedError as exc:
                 return refused(n, exc, router.rec)
             rec = route.rec
+            permits = pool.permits
             try:
                 take_token(dep, rec, deadline_at)
-                permits = pool.permits
                 acquire(permits, rec, clock, deadline_at, may_wait=n == 1)  # hedges never wait
-            except RejectedError as exc:
-                rec.breaker.release(route.decision)
-                route.refused(exc)
-                return refused(n, exc, rec)
-            except BaseException:
-                route.abandon()
-                route.close()
+            except BaseException as exc:
+                route.not_admitted(exc)
+                if isinstance(exc, RejectedError):
+                    return refused(n, exc, rec)
                 raise
             attempt = _Running(n, route, clock(), limit)
 
@@ -281,13 +313,10 @@ def hedged_sync(guard: Guard, router: Router) -> Callable[..., tuple[int, Any]]:
                 return
             outcome, value = rec._ran(route.decision, error, job.result, latency, now, ignore)
             route.finished(outcome, value, latency, now)
-            results[attempt.n] = (outcome, value, rec, route.label)
-            if outcome == SUCCESS:
+            if race.judged(attempt.n, outcome, value, route):
                 attempt.outer.set_result((attempt.n, value))
-                return
-            if outcome == IGNORED:
-                stop[0] = True
-            attempt.outer.set_exception(value)
+            else:
+                attempt.outer.set_exception(value)
 
         def expire(attempt: _Running) -> None:
             with lock:
@@ -301,7 +330,7 @@ def hedged_sync(guard: Guard, router: Router) -> Callable[..., tuple[int, Any]]:
             latency = now - attempt.start
             error = route.rec._timeout(route.decision, latency, now, attempt.limit)
             route.finished(TIMEOUT, error, latency, now)
-            results[attempt.n] = (TIMEOUT, error, route.rec, route.label)
+            race.judged(attempt.n, TIMEOUT, error, route)
             attempt.outer.set_exception(error)
 
         def wait(
@@ -343,32 +372,23 @@ def hedged_sync(guard: Guard, router: Router) -> Callable[..., tuple[int, Any]]:
                 pool.abandon(attempt.job)
             attempt.route.abandon()
 
-        def allow() -> bool:
-            return not stop[0] and throttle.try_hedge(clock())
-
-        def on_event(event: str) -> None:
-            if not (stop[0] and event == "budget_exhausted"):
-                router.hedge_event(event)
-
         main = 1
         try:
             main, _ = run_hedged_sync(
                 submit,
-                delay=throttle.delay(dep.observed_p95()),
+                delay=race.delay(),
                 max_attempts=hedge.max_attempts,
-                allow=allow,
-                on_event=on_event,
+                allow=race.allow,
+                on_event=race.on_event,
                 abandon=abandon,
                 wait=wait,
             )
         except Exception:
-            if 1 not in results:
+            if not race.lost():
                 raise
         except BaseException:
-            for outcome, _value, rec, _label in results.values():
-                if rec is dep:
-                    dep.window.supersede(outcome)
+            race.interrupted()
             raise
-        return _settle(dep, router, results, main)
+        return race.settle(main)
 
     return one

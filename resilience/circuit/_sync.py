@@ -86,12 +86,12 @@ def call(
         else:
             outcome, value = attempt(dep, fn, args, kwargs, guard.ignore, dep.policy.timeout, None)
     except RejectedError as exc:
-        refused = exc
+        first = (REFUSED, exc)  # to the fallback outside this handler: no implicit context
     else:
         if outcome == SUCCESS and guard.fast_ok:
-            return value
-        return run(guard, fn, args, kwargs, None, (outcome, value))
-    return fallback_sync(dep, guard.fallback, refused, args, kwargs)
+            return value  # what ``after`` decides for it, without entering the loop
+        first = (outcome, value)
+    return run(guard, fn, args, kwargs, None, first)
 
 
 def tagged(
@@ -182,15 +182,9 @@ def attempt(
 ) -> tuple[int, Any]:
     """One pass: breaker -> rate limit -> concurrency limit -> run within ``timeout`` -> record."""
     decision = RUN if dep.lane else _admit(dep, deadline_at)
-    try:
-        if dep.policy.isolation == "thread":
-            return _in_pool(dep, decision, fn, args, kwargs, ignore, timeout, deadline_at)
-        return _on_caller_thread(dep, decision, fn, args, kwargs, ignore, timeout, deadline_at)
-    except BaseException:
-        # Refused, or a BaseException passing through: the trial slot must not stay taken.
-        # (Every outcome the breaker judges was recorded before returning.)
-        dep.breaker.release(decision)
-        raise
+    if dep.policy.isolation == "thread":
+        return _in_pool(dep, decision, fn, args, kwargs, ignore, timeout, deadline_at)
+    return _on_caller_thread(dep, decision, fn, args, kwargs, ignore, timeout, deadline_at)
 
 
 def _admit(dep: Dependency, deadline_at: float | None) -> int:
@@ -242,11 +236,15 @@ def attempt_routed(
     run -> recorded by the route's recorder (and mirrored into a shadow)."""
     rec = route.rec
     clock = dep._clock
-    thread = dep.policy.isolation == "thread"
     try:
         take_token(dep, rec, deadline_at)
-        start = clock()
-        if thread:
+    except BaseException as exc:
+        route.not_admitted(exc)
+        raise
+    pooled = dep.policy.isolation == "thread"
+    start = clock()
+    try:
+        if pooled:
             outcome, value = _in_pool(
                 dep, route.decision, route.fn, args, kwargs, ignore, timeout,
                 deadline_at, rec, route.sample, route.close,
@@ -256,18 +254,11 @@ def attempt_routed(
                 dep, route.decision, route.fn, args, kwargs, ignore, timeout,
                 deadline_at, rec, route.sample,
             )  # fmt: skip
-    except RejectedError as exc:  # no token, or no permit: never ran
-        rec.breaker.release(route.decision)
-        route.refused(exc)
-        raise
-    except BaseException:
-        route.abandon()
-        route.close()
+    except BaseException as exc:
+        route.stopped(exc, pooled)
         raise
     now = clock()
-    route.finished(outcome, value, now - start, now)
-    if not thread:
-        route.close()
+    route.ended(outcome, value, now - start, now, pooled)
     return outcome, value
 
 
@@ -304,10 +295,14 @@ def _on_caller_thread(
         rec = dep
     clock = dep._clock
     limit = dep._limiter
-    if limit.wait > 0:
-        acquire(limit, rec, clock, deadline_at)
-    elif not limit.try_acquire():  # (``acquire``, inlined: most calls' limit never waits)
-        raise rec._reject(limit)
+    try:
+        if limit.wait > 0:
+            acquire(limit, rec, clock, deadline_at)
+        elif not limit.try_acquire():  # (``acquire``, inlined: most calls' limit never waits)
+            raise rec._reject(limit)
+    except BaseException:
+        rec.breaker.release(decision)
+        raise
     start = clock()
     try:
         result = fn(*args, **kwargs)
@@ -315,6 +310,7 @@ def _on_caller_thread(
         error = exc
     except BaseException:
         give(limit, sample, clock() - start, False)
+        rec.breaker.release(decision)
         raise
     else:
         now = clock()
@@ -351,10 +347,15 @@ def _in_pool(
     pool = dep._pool or dep._thread_pool()
     permits = pool.permits
     clock = dep._clock
-    if permits.wait > 0:  # an adaptive limit that lets calls wait for a permit
-        acquire(permits, rec, clock, deadline_at)
-    elif not permits.try_acquire():
-        raise rec._reject(permits)
+    breaker = rec.breaker
+    try:
+        if permits.wait > 0:  # an adaptive limit that lets calls wait for a permit
+            acquire(permits, rec, clock, deadline_at)
+        elif not permits.try_acquire():
+            raise rec._reject(permits)
+    except BaseException:
+        breaker.release(decision)
+        raise
     start = clock()
     job = None
     try:
@@ -363,8 +364,11 @@ def _in_pool(
     except BaseException:  # e.g. Ctrl-C while waiting: the worker finishes on its own
         if job is None:
             permits.give_back()
+            if done is not None:
+                done()
         else:
             pool.abandon(job)
+        breaker.release(decision)
         raise
     now = clock()
     latency = now - start
@@ -373,5 +377,6 @@ def _in_pool(
         return TIMEOUT, rec._timeout(decision, latency, now, timeout)
     error = job.error
     if error is not None and not isinstance(error, Exception):
+        breaker.release(decision)
         raise error  # KeyboardInterrupt, SystemExit...: the caller's, as if called directly
     return rec._ran(decision, error, job.result, latency, now, ignore)
