@@ -170,6 +170,8 @@ async def run(
             outcome, value = await one(dep, fn, args, kwargs, guard.ignore, time_limit, deadline_at)
         except RejectedError as exc:
             outcome, value = REFUSED, exc
+        if outcome == SUCCESS and guard.on_result is None:
+            return value  # ``after``'s first answer, without the call: most attempts' case
         step, value, retrier = after(guard, tc, retrier, outcome, value, deadline_at)
     if step == RETURN:
         return value
@@ -251,14 +253,10 @@ async def _run(
     breaker = rec.breaker
     clock = dep._clock
     limit = dep._limiter
-    try:
-        if limit.wait > 0:
-            await acquire(limit, rec, clock, deadline_at)
-        elif not limit.try_acquire():  # (``acquire``, inlined: most calls' limit never waits)
-            raise rec._reject(limit)
-    except BaseException:
-        breaker.release(decision)
-        raise
+    if limit.wait > 0:
+        await acquire(limit, rec, decision, clock, deadline_at)
+    elif not limit.try_acquire():  # (``acquire``, inlined: most calls' limit never waits)
+        raise rec._reject(limit, 0.0, decision)
     loop = asyncio.get_running_loop()
     dl = dep._dl if dep._dl_loop is loop else dep._deadlines_for(loop)
     task = asyncio.current_task()

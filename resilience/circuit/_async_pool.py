@@ -18,7 +18,6 @@ from ..errors import ConfigError
 from ._breaker import RUN, State
 from ._throttle import take
 from ._timeout import attempt_timeout
-from ._window import TIMEOUT
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -62,16 +61,23 @@ async def take_token(dep: Dependency, rec: Recorder, deadline_at: float | None) 
 async def acquire(
     limit: ConcurrencyLimit,
     rec: Recorder,
+    decision: int,
     clock: Callable[[], float],
     deadline_at: float | None,
 ) -> None:
     """The concurrency-limit step on the loop (``_sync.acquire``'s counterpart)."""
-    if limit.wait > 0:
-        before = clock()
-        if not await limit.acquire_async(attempt_timeout(limit.wait, deadline_at, before)):
-            raise rec._reject(limit, clock() - before)
-    elif not limit.try_acquire():
-        raise rec._reject(limit)
+    if limit.wait <= 0:
+        if not limit.try_acquire():
+            raise rec._reject(limit, 0.0, decision)
+        return
+    before = clock()
+    try:
+        admitted = await limit.acquire_async(attempt_timeout(limit.wait, deadline_at, before))
+    except BaseException:
+        rec.breaker.release(decision)
+        raise
+    if not admitted:
+        raise rec._reject(limit, clock() - before, decision)
 
 
 def _wake(fut: asyncio.Future[bool], finished: bool) -> None:
@@ -114,15 +120,10 @@ async def _in_pool(
     # ``done``: called once the worker is through with the job (by the caller if none was made).
     if rec is None:
         rec = dep
-    breaker = rec.breaker
     pool = dep._pool or dep._thread_pool()
     permits = pool.permits
     clock = dep._clock
-    try:
-        await acquire(permits, rec, clock, deadline_at)
-    except BaseException:
-        breaker.release(decision)
-        raise
+    await acquire(permits, rec, decision, clock, deadline_at)
     loop = asyncio.get_running_loop()
     woken: asyncio.Future[bool] = loop.create_future()
     start = clock()
@@ -141,30 +142,17 @@ async def _in_pool(
         finally:
             timer.cancel()
     except BaseException:  # cancelled while waiting: the worker finishes on its own
-        if job is None:
-            permits.give_back()
-            if done is not None:
-                done()
-        else:
-            pool.abandon(job)
-        breaker.release(decision)
+        pool.give_up(job, permits, done)
+        rec.breaker.release(decision)
         raise
     now = clock()
-    latency = now - start
-    if not finished:
-        pool.abandon(job)
-        return TIMEOUT, rec._timeout(decision, latency, now, time_limit)
-    error = job.error
-    if error is None and inspect.isawaitable(job.result):
+    if finished and job.error is None and inspect.isawaitable(job.result):
         if inspect.iscoroutine(job.result):
             job.result.close()
-        breaker.release(decision)
+        rec.breaker.release(decision)
         raise ConfigError(
             "fn",
             f"{fn!r} is not a coroutine function but returned an awaitable; acall runs "
             "such functions in a worker thread. Pass an `async def` function instead.",
         )
-    if error is not None and not isinstance(error, Exception):
-        breaker.release(decision)
-        raise error  # KeyboardInterrupt, SystemExit...: the caller's, as if called directly
-    return rec._ran(decision, error, job.result, latency, now, ignore)
+    return rec._job_done(decision, pool, job, finished, now - start, now, time_limit, ignore)

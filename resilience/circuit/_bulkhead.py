@@ -315,6 +315,19 @@ class ThreadBulkhead:
         self._queue.put(job)
         return job
 
+    def give_up(
+        self, job: Job | None, permits: ConcurrencyLimit, done: Callable[[], None] | None
+    ) -> None:
+        """The caller was interrupted before it heard its job end: the job is abandoned (its
+        worker finishes it on its own, then calls ``done``); one never submitted gives its
+        permit back, and ``done`` runs now."""
+        if job is not None:
+            self.abandon(job)
+            return
+        permits.give_back()
+        if done is not None:
+            done()
+
     def abandon(self, job: Job) -> None:
         """The caller stopped waiting. A queued job will be skipped; a running one is counted."""
         with self._lock:

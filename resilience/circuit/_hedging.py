@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ConfigError, RejectedError
+from ._breaker import RUN
 from ._experiment import Route, refusal_outcome
 from ._hedge import run_hedged, run_hedged_sync
 from ._timeout import attempt_timeout
@@ -280,7 +281,7 @@ def hedged_sync(guard: Guard, router: Router) -> Callable[..., tuple[int, Any]]:
             permits = pool.permits
             try:
                 take_token(dep, rec, deadline_at)
-                acquire(permits, rec, clock, deadline_at, may_wait=n == 1)  # hedges never wait
+                acquire(permits, rec, RUN, clock, deadline_at, may_wait=n == 1)  # hedges never wait
             except BaseException as exc:
                 route.not_admitted(exc)
                 if isinstance(exc, RejectedError):
@@ -311,7 +312,9 @@ def hedged_sync(guard: Guard, router: Router) -> Callable[..., tuple[int, Any]]:
                 route.abandon()
                 attempt.outer.set_exception(error)  # KeyboardInterrupt...: the caller's
                 return
-            outcome, value = rec._ran(route.decision, error, job.result, latency, now, ignore)
+            outcome, value = rec._job_done(
+                route.decision, pool, job, True, latency, now, attempt.limit, ignore
+            )
             route.finished(outcome, value, latency, now)
             if race.judged(attempt.n, outcome, value, route):
                 attempt.outer.set_result((attempt.n, value))

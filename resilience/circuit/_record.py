@@ -2,7 +2,7 @@
 
 Plain, non-blocking bookkeeping shared by both drivers, the fast paths and tickets: each method
 records one outcome in the dependency's rolling window, feeds the breaker its verdict, and
-returns the error the caller is to get, if any. The verdicts (``_ran``, ``_returned``,
+returns the error the caller is to get, if any. The verdicts (``_job_done``, ``_returned``,
 ``_coroutine_returned``, ``_coroutine_raised``) judge how an attempt ended for each way one
 runs (a pool worker, the caller's thread, a coroutine), so every runner only calls and waits.
 ``Dependency`` inherits it, and so does an experiment's ``Shadow``.
@@ -40,7 +40,7 @@ from ._window import (
 )
 
 if TYPE_CHECKING:
-    from ._bulkhead import ConcurrencyLimit
+    from ._bulkhead import ConcurrencyLimit, Job, ThreadBulkhead
     from ._policy import Policy
     from ._ratelimit import TokenBucket
     from ._retry import Retrier
@@ -97,9 +97,13 @@ class Recorder:
         err.__cause__ = br.last_error
         return err
 
-    def _reject(self, limit: ConcurrencyLimit, waited: float = 0.0) -> BulkheadFullError:
+    def _reject(
+        self, limit: ConcurrencyLimit, waited: float = 0.0, decision: int = RUN
+    ) -> BulkheadFullError:
         """A call the concurrency limit refused: ``LimitExceededError`` for an adaptive limit,
-        ``BulkheadFullError`` for a fixed one."""
+        ``BulkheadFullError`` for a fixed one. ``decision``: the breaker's for the call, whose
+        trial slot is freed (the call never ran)."""
+        self.breaker.release(decision)
         self.window.record(REJECTED, self._clock())
         if isinstance(limit, AdaptiveLimiter):
             return LimitExceededError(self.name, limit.limit, limit.inflight, waited)
@@ -148,21 +152,33 @@ class Recorder:
 
     # -- verdicts: how an attempt ended, judged and recorded, for each way one runs --------
 
-    def _ran(
+    def _job_done(
         self,
         decision: int,
-        error: Exception | None,
-        result: Any,
+        pool: ThreadBulkhead,
+        job: Job,
+        finished: bool,
         latency: float,
         now: float,
+        time_limit: float,
         ignore: tuple[type[BaseException], ...],
     ) -> tuple[int, Any]:
-        """An attempt that ended within its time: a success (``error`` None, its ``result``),
-        else a failure or an ignored error."""
+        """A pool job's attempt, once its caller stopped waiting (``finished``: the worker
+        was through in time). Not finished: a timeout, the job abandoned (its worker finishes
+        on its own). A BaseException the job raised (KeyboardInterrupt, SystemExit) is the
+        caller's: its trial slot freed, re-raised as if the function had been called directly.
+        Else a success, a failure or an ignored error."""
+        if not finished:
+            pool.abandon(job)
+            return TIMEOUT, self._timeout(decision, latency, now, time_limit)
+        error = job.error
         if error is None:
             self._success(decision, latency, now)
-            return SUCCESS, result
-        return self._failed(decision, error, latency, now, ignore)
+            return SUCCESS, job.result
+        if isinstance(error, Exception):
+            return self._failed(decision, error, latency, now, ignore)
+        self.breaker.release(decision)
+        raise error
 
     def _returned(
         self, decision: int, result: Any, latency: float, now: float, timeout: float

@@ -25,7 +25,7 @@ from ._fallback import fallback_sync
 from ._flow import FALLBACK, REFUSED, RETRY, RETURN, Attempt, after, recorder
 from ._throttle import take
 from ._timeout import attempt_timeout
-from ._window import IGNORED, SUCCESS, TIMEOUT
+from ._window import IGNORED, SUCCESS
 
 if TYPE_CHECKING:
     from ..context import FaultContext
@@ -163,6 +163,8 @@ def run(
             outcome, value = one(dep, fn, args, kwargs, guard.ignore, timeout, deadline_at)
         except RejectedError as exc:
             outcome, value = REFUSED, exc  # to the fallback outside this handler: no context
+        if outcome == SUCCESS and guard.on_result is None:
+            return value  # ``after``'s first answer, without the call: most attempts' case
         step, value, retrier = after(guard, tc, retrier, outcome, value, deadline_at)
     if step == RETURN:
         return value
@@ -265,18 +267,26 @@ def attempt_routed(
 def acquire(
     limit: ConcurrencyLimit,
     rec: Recorder,
+    decision: int,
     clock: Callable[[], float],
     deadline_at: float | None,
     may_wait: bool = True,
 ) -> None:
     """The concurrency-limit step on a thread: a permit at once, or within the limit's wait
-    (an adaptive limit's, cut to the call's deadline); else the refusal raised, recorded."""
-    if may_wait and limit.wait > 0:
-        before = clock()
-        if not limit.acquire(attempt_timeout(limit.wait, deadline_at, before)):
-            raise rec._reject(limit, clock() - before)
-    elif not limit.try_acquire():
-        raise rec._reject(limit)
+    (an adaptive limit's, cut to the call's deadline); else the refusal raised, recorded. A
+    call refused or interrupted here never ran: its trial slot (``decision``) is freed."""
+    if not (may_wait and limit.wait > 0):
+        if not limit.try_acquire():
+            raise rec._reject(limit, 0.0, decision)
+        return
+    before = clock()
+    try:
+        admitted = limit.acquire(attempt_timeout(limit.wait, deadline_at, before))
+    except BaseException:
+        rec.breaker.release(decision)
+        raise
+    if not admitted:
+        raise rec._reject(limit, clock() - before, decision)
 
 
 def _on_caller_thread(
@@ -295,14 +305,10 @@ def _on_caller_thread(
         rec = dep
     clock = dep._clock
     limit = dep._limiter
-    try:
-        if limit.wait > 0:
-            acquire(limit, rec, clock, deadline_at)
-        elif not limit.try_acquire():  # (``acquire``, inlined: most calls' limit never waits)
-            raise rec._reject(limit)
-    except BaseException:
-        rec.breaker.release(decision)
-        raise
+    if limit.wait > 0:
+        acquire(limit, rec, decision, clock, deadline_at)
+    elif not limit.try_acquire():  # (``acquire``, inlined: most calls' limit never waits)
+        raise rec._reject(limit, 0.0, decision)
     start = clock()
     try:
         result = fn(*args, **kwargs)
@@ -347,36 +353,18 @@ def _in_pool(
     pool = dep._pool or dep._thread_pool()
     permits = pool.permits
     clock = dep._clock
-    breaker = rec.breaker
-    try:
-        if permits.wait > 0:  # an adaptive limit that lets calls wait for a permit
-            acquire(permits, rec, clock, deadline_at)
-        elif not permits.try_acquire():
-            raise rec._reject(permits)
-    except BaseException:
-        breaker.release(decision)
-        raise
+    if permits.wait > 0:  # an adaptive limit that lets calls wait for a permit
+        acquire(permits, rec, decision, clock, deadline_at)
+    elif not permits.try_acquire():  # (``acquire``, inlined: for thread isolation, every call)
+        raise rec._reject(permits, 0.0, decision)
     start = clock()
     job = None
     try:
         job = pool.submit(fn, args, kwargs, done, permits, not sample)
         finished = job.done.acquire(timeout=timeout)
     except BaseException:  # e.g. Ctrl-C while waiting: the worker finishes on its own
-        if job is None:
-            permits.give_back()
-            if done is not None:
-                done()
-        else:
-            pool.abandon(job)
-        breaker.release(decision)
+        pool.give_up(job, permits, done)
+        rec.breaker.release(decision)
         raise
     now = clock()
-    latency = now - start
-    if not finished:
-        pool.abandon(job)
-        return TIMEOUT, rec._timeout(decision, latency, now, timeout)
-    error = job.error
-    if error is not None and not isinstance(error, Exception):
-        breaker.release(decision)
-        raise error  # KeyboardInterrupt, SystemExit...: the caller's, as if called directly
-    return rec._ran(decision, error, job.result, latency, now, ignore)
+    return rec._job_done(decision, pool, job, finished, now - start, now, timeout, ignore)
