@@ -5,7 +5,9 @@ timeout by the dependency's deadline queue (the caller gets ``CallTimeoutError``
 ``CancelledError``; a cancellation from elsewhere passes through uncounted). A sync function
 given to ``Dependency.acall`` runs in the dependency's thread pool and the task awaits it without
 blocking the loop, within the same timeout. Tagged calls (a FIT recipe is active) and hedged
-calls choose a route per attempt (``_experiment``), as in ``_sync``.
+calls choose a route per attempt (``_experiment``), as in ``_sync``. What an attempt's end means
+(``Recorder._coroutine_returned`` / ``_coroutine_raised``) and what follows it
+(``_flow.after``) are decided by the same code as for ``_sync``: this module only awaits.
 """
 
 from __future__ import annotations

@@ -1,13 +1,15 @@
 """The sync driver: one call through the pipeline, waiting with threads and sleeps.
 
 FIT -> breaker -> rate limit -> concurrency limit -> timeout -> run -> record -> retry ->
-fallback. The steps decide (``_experiment``, ``Breaker``, ``_throttle``, ``_bulkhead``,
-``_timeout``, ``Retrier``, ``_fallback``); this module only calls, waits and sleeps.
-``attempt`` is one pass from the breaker to the record and answers ``(outcome, value)``; a
-refusal (open circuit, full bulkhead, no token) raises, is never retried and goes to the
-fallback. ``run`` is the loop over attempts. ``attempt_routed`` is one pass on a route chosen
-per attempt (``_experiment``): a tagged call's (``tagged``) or a hedged call's (``_hedging``).
-The decorator's closure is in ``_fast``.
+fallback. The steps decide (``_experiment``, ``Recorder._acquire``, ``_throttle.take``,
+``_bulkhead``, ``_timeout``, the ``Recorder`` verdicts, ``_flow.after``, ``_fallback``); this
+module only calls, waits and sleeps, as ``_async`` does on the event loop. ``attempt`` is one
+pass from the breaker to the record and answers ``(outcome, value)``; a refusal (open circuit,
+full bulkhead, no token) raises, is never retried and goes to the fallback. The runners
+(``_on_caller_thread``, ``_in_pool``) free the attempt's trial slot on every way out that is not
+judged. ``run`` is the loop over attempts. ``attempt_routed`` is one pass on a route chosen per
+attempt (``_experiment``): a tagged call's (``tagged``) or a hedged call's (``_hedging``). The
+decorator's closure is in ``_fast``.
 """
 
 from __future__ import annotations
