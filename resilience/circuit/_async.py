@@ -123,7 +123,7 @@ async def tagged(
             time_limit: float,
             deadline_at: float | None,
         ) -> tuple[int, Any]:
-            room = capacity(dep, in_pool)
+            room = dep._capacity(in_pool)
             route = tc.route(fn, time_limit, room, is_async=not in_pool)
             try:
                 return await attempt_routed(
@@ -136,14 +136,6 @@ async def tagged(
         return await run(guard, fn, args, kwargs, tc.start(guard), None, one, tc)
     finally:
         tc.finish()
-
-
-def capacity(dep: Dependency, in_pool: bool) -> int:
-    """Permits of the limit an attempt holds: the pool's for a sync function, else the
-    coroutines' limit."""
-    if in_pool:
-        return (dep._pool or dep._thread_pool()).permits.limit
-    return dep._limiter.limit
 
 
 async def run(

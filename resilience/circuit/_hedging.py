@@ -133,18 +133,20 @@ class _Race:
             self.stop = True
         return False
 
-    def lost(self) -> bool:
-        """Every attempt failed: the caller gets the first one's error, unless that one never
-        got a verdict (then the race's own error stands)."""
-        return 1 in self.results
-
-    def interrupted(self) -> None:
-        """The race was cancelled or interrupted: the caller's call ends uncounted, as an
-        unhedged one would."""
+    def failed(self, exc: BaseException) -> int:
+        """The race raised ``exc`` (called in its handler). Every attempt failed: the caller's
+        call is counted by the first one (returned: settle it), unless that one never got a
+        verdict, and then ``exc`` stands. Cancelled or interrupted: the call ends uncounted, as
+        an unhedged one would, and ``exc`` passes through."""
+        if isinstance(exc, Exception):
+            if 1 in self.results:
+                return 1
+            raise exc
         dep = self.dep
         for outcome, _value, rec, _label in self.results.values():
             if rec is dep:
                 dep.window.supersede(outcome)
+        raise exc
 
     def settle(self, main: int) -> tuple[int, Any]:
         """Count the caller's call once (by attempt ``main``); its outcome, or raise its
@@ -164,7 +166,7 @@ def hedged_async(
     guard: Guard, router: Router, *, in_pool: bool
 ) -> Callable[..., Awaitable[tuple[int, Any]]]:
     """The attempt function of a hedged call awaited on an event loop."""
-    from ._async import attempt_routed, capacity
+    from ._async import attempt_routed
 
     dep = guard.dependency
     hedge = guard.hedge
@@ -187,7 +189,7 @@ def hedged_async(
         async def racer(n: int) -> tuple[int, Any]:
             limit = attempt_timeout(dep.policy.timeout, deadline_at, clock())
             try:
-                route = router.route(fn, limit, capacity(dep, in_pool), not in_pool)
+                route = router.route(fn, limit, dep._capacity(in_pool), not in_pool)
             except RejectedError as exc:
                 race.refused(n, exc, router.rec)
                 raise
@@ -202,7 +204,6 @@ def hedged_async(
                 return n, value
             raise value
 
-        main = 1
         try:
             main, _ = await run_hedged(
                 racer,
@@ -211,12 +212,8 @@ def hedged_async(
                 allow=race.allow,
                 on_event=race.on_event,
             )
-        except Exception:
-            if not race.lost():
-                raise
-        except BaseException:
-            race.interrupted()
-            raise
+        except BaseException as exc:
+            main = race.failed(exc)
         return race.settle(main)
 
     return one
@@ -242,7 +239,7 @@ class _Running:
 
 def hedged_sync(guard: Guard, router: Router) -> Callable[..., tuple[int, Any]]:
     """The attempt function of a hedged sync call under thread isolation."""
-    from ._sync import acquire, capacity, take_token
+    from ._sync import acquire, take_token
 
     dep = guard.dependency
     hedge = guard.hedge
@@ -274,7 +271,7 @@ def hedged_sync(guard: Guard, router: Router) -> Callable[..., tuple[int, Any]]:
         def submit(n: int) -> concurrent.futures.Future[Any]:
             limit = attempt_timeout(dep.policy.timeout, deadline_at, clock())
             try:
-                route = router.route(fn, limit, capacity(dep))
+                route = router.route(fn, limit, dep._capacity(True))
             except RejectedError as exc:
                 return refused(n, exc, router.rec)
             rec = route.rec
@@ -375,7 +372,6 @@ def hedged_sync(guard: Guard, router: Router) -> Callable[..., tuple[int, Any]]:
                 pool.abandon(attempt.job)
             attempt.route.abandon()
 
-        main = 1
         try:
             main, _ = run_hedged_sync(
                 submit,
@@ -386,12 +382,8 @@ def hedged_sync(guard: Guard, router: Router) -> Callable[..., tuple[int, Any]]:
                 abandon=abandon,
                 wait=wait,
             )
-        except Exception:
-            if not race.lost():
-                raise
-        except BaseException:
-            race.interrupted()
-            raise
+        except BaseException as exc:
+            main = race.failed(exc)
         return race.settle(main)
 
     return one

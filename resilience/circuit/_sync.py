@@ -42,7 +42,6 @@ __all__ = [
     "attempt",
     "attempt_routed",
     "call",
-    "capacity",
     "run",
     "tagged",
     "take_token",
@@ -122,7 +121,7 @@ def tagged(
             timeout: float,
             deadline_at: float | None,
         ) -> tuple[int, Any]:
-            route = tc.route(fn, timeout, capacity(dep))
+            route = tc.route(fn, timeout, dep._capacity(dep.policy.isolation == "thread"))
             try:
                 return attempt_routed(dep, route, args, kwargs, ignore, timeout, deadline_at)
             finally:
@@ -217,14 +216,6 @@ def take_token(dep: Dependency, rec: Recorder, deadline_at: float | None) -> Non
         except BaseException:  # interrupted: the booked token goes to the next caller
             bucket.refund(dep._clock())
             raise
-
-
-def capacity(dep: Dependency) -> int:
-    """Permits of the limit a sync attempt holds: the pool's (threads and queue) or the
-    semaphore's."""
-    if dep.policy.isolation == "thread":
-        return (dep._pool or dep._thread_pool()).permits.limit
-    return dep._limiter.limit
 
 
 def attempt_routed(
