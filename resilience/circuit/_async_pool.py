@@ -1,11 +1,13 @@
 """Sync functions awaited from a coroutine (run in the dependency's thread pool, off the loop),
-and the admission steps every async attempt shares (breaker, rate limit).
+and the waits every async attempt shares: for a token (rate limit) and for a permit
+(concurrency limit), what to wait for being decided by ``_throttle.take`` and the limit.
 
 ``Dependency.acall(sync_fn)`` (and a sync function awaited through a guard) must not block the
 event loop: the call runs on a pool worker, the task awaits a future the worker resolves, and a
 loop timer ends the wait at the attempt's timeout (the worker is then abandoned, as in
 ``_sync``). The same decisions as every attempt: admitted by the pool's limit (fixed, or the
-adaptive one the pool follows), recorded by the dependency or an experiment's shadow.
+adaptive one the pool follows), judged by ``Recorder._job_done`` as ``_sync``'s pool runner's
+are, recorded by the dependency or an experiment's shadow.
 """
 
 from __future__ import annotations
