@@ -8,8 +8,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..circuit import State
+from ..context import current_scope
 from ..errors import CacheClientError, CacheWriteError
-from ._async_call import AsyncCall, start_async
+from ._async_call import AsyncCall, Deadlines, start_async
 from ._async_node import AsyncNode
 from ._base import CacheBase
 from ._batch import Batcher
@@ -43,6 +44,8 @@ class AsyncReplicatedCache(CacheBase[AsyncNode], AsyncReadThrough):
     _gate_class = AsyncGate
 
     def _setup(self) -> None:
+        for zone in self._zones.values():
+            zone.deadlines = Deadlines()
         self._calls: set[AsyncCall] = set()
         self._idle: asyncio.Event | None = None
         window = self.config.batch_window
@@ -165,7 +168,18 @@ class AsyncReplicatedCache(CacheBase[AsyncNode], AsyncReadThrough):
 
     async def get(self, key: str | bytes, default: Any = None) -> Any:
         """See :meth:`ReplicatedCache.get`."""
-        value = await self._run(self._core.read_flow(self._core.key(key)))
+        core = self._core
+        k = core.key(key)
+        local = core.local
+        if current_scope() is not None or k in core.catch_up[local]:
+            value = await self._run(core.read_flow(k))
+            return default if value is MISS else value
+        # the common case without a flow: ask the local zone; only a miss, a failure or an
+        # undecodable value goes on to the other zones (the flow, told what it answered)
+        outcome = await self._call(local, "get", (k,))
+        value = core.local_hit(k, outcome)
+        if value is MISS:
+            value, _ = await self._run(core.get_flow(k, outcome))
         return default if value is MISS else value
 
     async def get_many(self, keys: Iterable[str | bytes]) -> dict[Any, Any]:
@@ -304,6 +318,8 @@ class AsyncReplicatedCache(CacheBase[AsyncNode], AsyncReadThrough):
         super()._after_fork_in_child()
         self._calls = set()
         self._idle = None
+        for zone in self._zones.values():
+            zone.deadlines = Deadlines()  # the parent's loop and calls are not this process's
         for batcher in (self._batchers or {}).values():
             batcher.after_fork()
 

@@ -10,6 +10,7 @@ ticket cancelled, permit returned.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +21,7 @@ from ._sync_call import begin, end_ticket, is_fresh
 from ._sync_node import AcquireTimeoutError
 from ._zones import Exchange, Zone
 
-__all__ = ["AsyncCall", "start_async"]
+__all__ = ["AsyncCall", "Deadlines", "start_async"]
 
 Done = Callable[[bool, Any], None]
 
@@ -135,7 +136,11 @@ class AsyncCall:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.zone.dependency.policy.timeout
-        self._timer = loop.call_at(deadline, self._expire)
+        deadlines = self.zone.deadlines
+        if deadlines is None:
+            self._timer = loop.call_at(deadline, self._expire)
+        else:
+            self._timer = deadlines.add(loop, deadline, self)
         for i, ((_, payload, parser), conn) in enumerate(
             zip(self._exchanges, self._conns, strict=False)
         ):
@@ -233,6 +238,69 @@ class AsyncCall:
 
 async def _nothing() -> None:
     return None
+
+
+class Deadlines:
+    """When a zone's calls in flight expire: one loop timer at a time, for the earliest.
+
+    A timer per call costs a heap entry, its cancellation and its removal on every call. Calls of
+    a zone share one timeout, so their deadlines come in the order they start: a queue in that
+    order and one timer at the head's deadline expire each call exactly on time. A call whose
+    deadline would come before the last one's (the timeout was lowered meanwhile) gets a timer
+    of its own; calls that finished leave the queue as the timer or new calls pass them.
+    """
+
+    __slots__ = ("_calls", "_last", "_loop", "_timer")
+
+    def __init__(self) -> None:
+        self._calls: collections.deque[tuple[float, AsyncCall]] = collections.deque()
+        self._last = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(
+        self, loop: asyncio.AbstractEventLoop, deadline: float, call: AsyncCall
+    ) -> asyncio.TimerHandle | None:
+        """Expire ``call`` at ``deadline``; a timer of its own when it is out of order."""
+        if loop is not self._loop:  # a new loop: the old one's timer will never fire
+            self.reset()
+            self._loop = loop
+        if deadline < self._last:
+            return loop.call_at(deadline, call._expire)
+        self._last = deadline
+        calls = self._calls
+        while calls and calls[0][1].finished:
+            calls.popleft()
+        calls.append((deadline, call))
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._fire)
+        return None
+
+    def _fire(self) -> None:
+        loop, calls = self._loop, self._calls
+        assert loop is not None
+        now = loop.time()
+        expired = []
+        while calls:
+            deadline, call = calls[0]
+            if not call.finished:
+                if deadline > now:
+                    break
+                expired.append(call)
+            calls.popleft()
+        # the next timer first: an expired call's callback may start calls (add())
+        self._timer = loop.call_at(calls[0][0], self._fire) if calls else None
+        for call in expired:
+            call._expire()
+
+    def reset(self) -> None:
+        """Forget every call (a forked child, or a new event loop)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._calls = collections.deque()
+        self._last = 0.0
+        self._loop = None
 
 
 def start_async(

@@ -32,6 +32,7 @@ from ._config import (
     WritePolicy,
 )
 from ._core import CacheCore
+from ._fence import Fence
 from ._metrics import metrics_for, zone_is_up
 from ._serde import JsonSerde, Serde
 from ._stats import CacheStats
@@ -152,8 +153,10 @@ class CacheBase(Generic[N]):
         self._registry = reg = registry if registry is not None else _default_registry()
         self._closed = False
         # caches of one name in a process (a sync and an async twin) share zone breakers, so
-        # they share what each zone missed too: one's writes are never read stale by the other
-        catch_ups = _claim(reg, self, catch_up_size)
+        # they share what each zone missed and the writes in flight too: one's writes are
+        # never read stale by the other
+        catch_ups, fence = _claim(reg, self, catch_up_size)
+        self._fence = fence
         policy = Policy(
             timeout=timeout,
             # zone calls run on the caller's thread or loop: the cache enforces the deadline,
@@ -173,7 +176,7 @@ class CacheBase(Generic[N]):
             dep = reg.dependency(f"cache.{name}.{zone}", policy)
             gate = self._gate_class(dep.name, max_concurrent)
             self._zones[zone] = Zone(zone, nodes, dep, gate, catch_ups[zone])
-        self._core = CacheCore(cfg, catch_ups)
+        self._core = CacheCore(cfg, catch_ups, fence)
         self._loads: dict[Any, Any] = {}
         self._loads_lock = threading.Lock()
         metrics_for(reg).add(self)
@@ -213,7 +216,7 @@ class CacheBase(Generic[N]):
         ``zones`` maps each zone to ``{"state", "up", "hit_ratio", "errors", "hits",
         "misses", "read_errors", "undecodable", "writes", "write_errors", "client_errors",
         "remote_hits", "read_repairs", "write_failures", "acquire_timeouts", "in_flight",
-        "waiting", "catch_up": {"pending", "queued", "replayed", "overflow", "limit"},
+        "waiting", "catch_up": {"pending", "held", "queued", "replayed", "overflow", "limit"},
         "servers", "dependency"}``; ``hit_ratio`` is hits / (hits + misses) of the reads the
         zone answered (None before any) and ``errors`` its failed reads and writes.
         """
@@ -228,7 +231,6 @@ class CacheBase(Generic[N]):
                 "state": state.value,
                 "up": zone_is_up(state),
                 "hit_ratio": ratio,
-                "hit_rate": ratio,  # the name the dashboard read before hit_ratio
                 "errors": counts["read_errors"] + counts["write_errors"],
                 **counts,
                 "remote_hits": stats.remote_hits[z],
@@ -318,6 +320,7 @@ class CacheBase(Generic[N]):
     def _after_fork_in_child(self) -> None:
         """Drop what the parent owned: connections, permits, tickets, locks."""
         self._core.stats.after_fork()
+        self._fence.after_fork()
         self._loads = {}
         self._loads_lock = threading.Lock()
         for zone in self._zones.values():
@@ -333,13 +336,15 @@ class CacheBase(Generic[N]):
 
 # -- names: one set of zones per cache name and registry --------------------------------
 
-_Claim = tuple[Any, "weakref.WeakSet[Any]", dict[str, CatchUp]]
+_Claim = tuple[Any, "weakref.WeakSet[Any]", dict[str, CatchUp], Fence]
 _claims: weakref.WeakKeyDictionary[Registry, dict[str, _Claim]] = weakref.WeakKeyDictionary()
 _claims_lock = threading.Lock()
 
 
-def _claim(reg: Registry, cache: CacheBase[Any], catch_up_size: int) -> dict[str, CatchUp]:
-    """Bind the cache's name to its zones; the name's shared catch-up queues."""
+def _claim(
+    reg: Registry, cache: CacheBase[Any], catch_up_size: int
+) -> tuple[dict[str, CatchUp], Fence]:
+    """Bind the cache's name to its zones; the name's shared catch-up queues and fence."""
     spec = cache.config.zones
     with _claims_lock:
         names = _claims.setdefault(reg, {})
@@ -353,9 +358,9 @@ def _claim(reg: Registry, cache: CacheBase[Any], catch_up_size: int) -> dict[str
             )
         if held is None or held[0] != spec:
             queues = {zone: CatchUp(catch_up_size) for zone in spec}
-            held = names[cache.name] = (spec, weakref.WeakSet(), queues)
+            held = names[cache.name] = (spec, weakref.WeakSet(), queues, Fence())
         held[1].add(cache)
-        return held[2]
+        return held[2], held[3]
 
 
 def _release(reg: Registry, cache: CacheBase[Any]) -> None:

@@ -1,15 +1,19 @@
-"""Catching a zone up: the keys it missed while failing, replayed as deletes when it is back.
+"""Catching a zone up: the keys it may hold stale, kept out of reads and deleted there later.
 
 Every zone write that fails (open circuit, error, timeout) leaves the zone possibly stale for
 those keys: the write may not have happened, or may land late. So does a zone write that
-finished only after its caller had the answer: the caller's next write of the key may have
-reached that server first, on another connection. Their keys go into the zone's
-bounded queue; reads skip the zone for a queued key (another zone answers), and once the zone
-is healthy again (its circuit closed and a call succeeded) the keys are deleted there. A delete
-is safe whatever other writers did meanwhile: the worst it does is cause a miss. A key is
-replayed only once it has waited ``SETTLE`` seconds, so a write that was held up on its way
-(a stalled server's socket buffer, a proxy) lands before the delete meant to undo it. Past
-``limit`` keys the oldest are dropped and counted as ``overflow`` (shown in ``status()``).
+another write of the same key overtook (see ``_fence``): the two may land in either order.
+Their keys go into the zone's bounded queue; reads skip the zone for a queued key (another zone
+answers), and once the zone is healthy again (its circuit closed and a call succeeded) the keys
+are deleted there. A delete is safe whatever other writers did meanwhile: the worst it does is
+cause a miss. A key is replayed only once it has waited ``SETTLE`` seconds, so a write that was
+held up on its way (a stalled server's socket buffer, a proxy) lands before the delete meant to
+undo it. Past ``limit`` keys the oldest are dropped and counted as ``overflow`` (shown in
+``status()``).
+
+A zone write still in flight when its caller was answered is *held*: until it finishes, reads
+skip the zone for its keys (its old value is no longer the key's last acknowledged one), then
+the key is released, or queued if the write failed or was overtaken.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class CatchUp:
         self.limit = limit
         self._clock = clock
         self._keys: dict[bytes, tuple[int, float]] = {}  # key -> (sequence, time) of last miss
+        self._held: dict[bytes, int] = {}  # key -> zone writes in flight after their caller left
         self._seq = itertools.count()
         self._lock = threading.Lock()
         self.replaying = False
@@ -40,10 +45,35 @@ class CatchUp:
         self.overflow = 0
 
     def __contains__(self, key: bytes) -> bool:
-        return key in self._keys
+        """Whether reads must skip the zone for ``key`` (queued or held)."""
+        return key in self._keys or key in self._held
 
     def __len__(self) -> int:
+        """Keys queued (waiting for their delete)."""
         return len(self._keys)
+
+    @property
+    def skips(self) -> bool:
+        """Whether reads skip the zone for any key."""
+        return bool(self._keys) or bool(self._held)
+
+    def hold(self, keys: Iterable[bytes]) -> None:
+        """A write of ``keys`` to the zone is still in flight although its caller has its answer."""
+        with self._lock:
+            held = self._held
+            for key in keys:
+                held[key] = held.get(key, 0) + 1
+
+    def release(self, keys: Iterable[bytes]) -> None:
+        """A held write finished (its keys were queued first if it left the zone stale)."""
+        with self._lock:
+            held = self._held
+            for key in keys:
+                n = held.get(key, 0) - 1
+                if n > 0:
+                    held[key] = n
+                else:
+                    held.pop(key, None)
 
     def add(self, keys: Iterable[bytes]) -> None:
         now = self._clock()
@@ -92,6 +122,7 @@ class CatchUp:
     def status(self) -> dict[str, int]:
         return {
             "pending": len(self._keys),
+            "held": len(self._held),
             "queued": self.queued,
             "replayed": self.replayed,
             "overflow": self.overflow,
@@ -99,5 +130,8 @@ class CatchUp:
         }
 
     def after_fork(self) -> None:
+        """In a forked child: held writes never finish here, so their keys are queued."""
         self._lock = threading.Lock()
         self.replaying = False
+        held, self._held = self._held, {}
+        self.add(held)

@@ -4,9 +4,15 @@ Reads are generators (*flows*) that yield the zone calls they want and are sent 
 outcome ``(ok, reply_or_error)``; they decide the zone order, what to re-ask and what to
 repair. Writes are a :class:`~._writes.Tally` that the drivers feed with each zone's outcome.
 
-A zone is not asked for a key it missed a write of (its catch-up queue holds the key): its copy
-may be stale. A stored value that cannot be decoded is a miss in that zone (counted as
-``undecodable``) and the next zone is asked; it never fails the read or a ``get_many``.
+A zone is not asked for a key it missed a write of, or is still writing after the writer was
+answered (its catch-up queue holds the key): its copy may be stale. A stored value that cannot
+be decoded is a miss in that zone (counted as ``undecodable``) and the next zone is asked; it
+never fails the read or a ``get_many``.
+
+Read repair copies a remote hit into the local zone with ``add`` only when the local zone
+answered a miss while no write of the key was in flight in this process, and only if none
+started before the copy was made (``_fence``); a copy that raced a write anyway, or whose
+outcome is unknown, is caught up (deleted later) rather than trusted.
 """
 
 from __future__ import annotations
@@ -17,9 +23,17 @@ from typing import Any
 from pymemcache.exceptions import MemcacheClientError
 
 from ..context import current_scope
-from ..errors import CacheClientError, CacheWriteError, ConfigError, ValueTooLargeError
+from ..errors import (
+    BulkheadFullError,
+    CacheClientError,
+    CacheWriteError,
+    CircuitOpenError,
+    ConfigError,
+    ValueTooLargeError,
+)
 from ._catchup import CatchUp
 from ._config import CacheConfig
+from ._fence import Fence
 from ._flight import RETRY, finish, join, remember
 from ._keys import key_encoder
 from ._protocol import Item
@@ -42,6 +56,8 @@ class _Miss:
 
 MISS: Any = _Miss()
 _UNDECODABLE: Any = object()
+# a zone call that failed with one of these sent nothing
+_NOT_SENT = (AcquireTimeoutError, CircuitOpenError, BulkheadFullError)
 
 Step = tuple[Any, ...]
 Flow = Generator[Step, Any, Any]
@@ -50,7 +66,7 @@ Flow = Generator[Step, Any, Any]
 class CacheCore:
     """Keys, values and zone routing of one cache; shared by both drivers."""
 
-    def __init__(self, config: CacheConfig, catch_up: Mapping[str, CatchUp]) -> None:
+    def __init__(self, config: CacheConfig, catch_up: Mapping[str, CatchUp], fence: Fence) -> None:
         self.config = config
         self.name = config.name
         self.key = key_encoder(config.hash_long_keys)
@@ -61,6 +77,7 @@ class CacheCore:
         self.write_zones = (self.local, *(z for z in config.zones if z != self.local))
         self.stats = CacheStats(tuple(config.zones))
         self.catch_up = catch_up
+        self.fence = fence
         self._repair = config.read_repair
         self._repair_ttl = config.effective_repair_ttl
         self._max_size = config.max_value_size
@@ -190,26 +207,44 @@ class CacheCore:
 
     # -- reads ------------------------------------------------------------------------
 
-    def get_flow(self, key: bytes) -> Flow:
+    def local_hit(self, key: bytes, outcome: tuple[bool, Any]) -> Any:
+        """The value if ``outcome``, the local zone's answer to a get, is a hit that decodes
+        (counted), else ``MISS`` (nothing counted: pass the outcome to ``get_flow``)."""
+        ok, reply = outcome
+        if not ok or reply is None:
+            return MISS
+        try:
+            value = self.serde.loads(reply[0], reply[1])
+        except Exception:
+            return MISS
+        self.stats.count(self.local, "get", "hit")
+        return value
+
+    def get_flow(self, key: bytes, local_outcome: tuple[bool, Any] | None = None) -> Flow:
         """Local zone, then the others; returns ``(value or MISS, certain)``.
 
         ``certain`` is False when a zone failed before anyone answered with a hit, so a miss
-        may be wrong and must not be remembered for the request.
+        may be wrong and must not be remembered for the request. ``local_outcome``: the local
+        zone was asked already (the driver's fast path) and answered this.
         """
         stats, local, catch_up = self.stats, self.local, self.catch_up
-        local_missed, certain = False, True
+        mark = None  # the fence's mark when the local zone answered a miss: repair allowed
+        certain = True
         for zone in self.order:
-            if key in catch_up[zone]:
-                local_missed = local_missed or zone == local
+            if local_outcome is not None and zone == local:
+                ok, reply = local_outcome
+            elif key in catch_up[zone]:
                 continue
-            ok, reply = yield (CALL, zone, "get", (key,))
+            else:
+                ok, reply = yield (CALL, zone, "get", (key,))
             if not ok:
                 self._failed(zone, "get", reply)
                 certain = False
                 continue
             if reply is None:
                 stats.count(zone, "get", "miss")
-                local_missed = local_missed or zone == local
+                if zone == local and self._repair:
+                    mark = self.fence.mark(key)
                 continue
             value = self.decode(zone, "get", reply)
             if value is _UNDECODABLE:
@@ -217,26 +252,24 @@ class CacheCore:
             stats.count(zone, "get", "hit")
             if zone != local:
                 stats.remote_hit(zone)
-                if local_missed and self._repair:
-                    yield from self._repair_flow({key: reply})
+                if mark is not None:
+                    yield from self._repair_flow({key: reply}, {key: mark})
             return value, True
         return MISS, certain
 
     def get_many_flow(self, keys: list[bytes]) -> Flow:
         """Ask each zone in turn for the keys still missing; returns ``(found, certain)``."""
-        stats, local = self.stats, self.local
+        stats, local, fence = self.stats, self.local, self.fence
         found: dict[bytes, Any] = {}
         remaining = keys
         repair: dict[bytes, Item] = {}
-        local_missing: set[bytes] = set()
+        marks: dict[bytes, int] = {}  # keys the local zone answered missing, and their marks
         certain = True
         for zone in self.order:
             if not remaining:
                 break
             stale = self.catch_up[zone]
-            ask = [k for k in remaining if k not in stale] if len(stale) else remaining
-            if zone == local and len(ask) < len(remaining):
-                local_missing.update(k for k in remaining if k in stale)
+            ask = [k for k in remaining if k not in stale] if stale.skips else remaining
             if not ask:
                 continue
             ok, reply = yield (CALL, zone, "get_many", (ask,))
@@ -252,7 +285,7 @@ class CacheCore:
                     continue
                 found[k] = value
                 good += 1
-                if zone != local and k in local_missing:
+                if k in marks:
                     repair[k] = item
             if good:
                 stats.count(zone, "get_many", "hit", good)
@@ -260,11 +293,15 @@ class CacheCore:
                     stats.remote_hit(zone, good)
             if good < len(ask):
                 stats.count(zone, "get_many", "miss", len(ask) - len(hits))
+            if zone == local and self._repair:
+                for k in ask:
+                    if k not in hits:
+                        mark = fence.mark(k)
+                        if mark is not None:
+                            marks[k] = mark
             remaining = [k for k in remaining if k not in found]
-            if zone == local:
-                local_missing.update(remaining)
-        if repair and self._repair:
-            yield from self._repair_flow(repair)
+        if repair:
+            yield from self._repair_flow(repair, marks)
         return found, certain
 
     def gets_flow(self, key: bytes) -> Flow:
@@ -284,16 +321,31 @@ class CacheCore:
         self.stats.count(zone, "gets", "hit")
         return value, item[2]
 
-    def _repair_flow(self, items: dict[bytes, Item]) -> Flow:
-        # add, not set: a write that reached the local zone meanwhile is newer than our copy.
-        ok, reply = yield (CALL, self.local, "add_many", (items, self._repair_ttl))
+    def _repair_flow(self, items: dict[bytes, Item], marks: Mapping[bytes, int]) -> Flow:
+        """Copy remote hits into the local zone with ``add`` (a write that reached the local
+        zone meanwhile is newer than our copy), unless a write of the key started since the
+        local zone's miss; a copy that raced one, or whose outcome is unknown, is caught up."""
+        local, fence = self.local, self.fence
+        queue = self.catch_up[local]
+        items = {
+            k: item for k, item in items.items() if k not in queue and fence.unchanged(k, marks[k])
+        }
+        if not items:
+            return None
+        ok, reply = yield (CALL, local, "add_many", (items, self._repair_ttl))
         if ok:
-            repaired = len(items) - len(reply)
-            if repaired:
-                self.stats.repaired(self.local, repaired)
-                self.stats.count(self.local, "repair", "ok", repaired)
+            not_stored = set(reply)
+            stored = [k for k in items if k not in not_stored]
+            raced = [k for k in stored if not fence.unchanged(k, marks[k])]
+            if raced:
+                queue.add(raced)
+            if stored:
+                self.stats.repaired(local, len(stored))
+                self.stats.count(local, "repair", "ok", len(stored))
         else:
-            self.stats.count(self.local, "repair", "error")
+            if not isinstance(reply, _NOT_SENT):
+                queue.add(list(items))  # it may still land
+            self.stats.count(local, "repair", "error")
         return None
 
     # -- writes -----------------------------------------------------------------------
@@ -308,6 +360,7 @@ class CacheCore:
             self.local,
             self.stats,
             self.catch_up,
+            self.fence,
         )
 
     def finish(

@@ -117,18 +117,20 @@ class ReplicatedCache(CacheBase[SyncNode], SyncReadThrough):
                     started.append((name, start_sync(self._zones[name], op, args, acquire)))
                 except Exception as exc:
                     tally.record(name, False, exc)
-        except BaseException:  # interrupted: what was sent will not be read
+        except BaseException as exc:  # interrupted: what was sent will not be read
             for _, call in started:
                 call.abandon()
+            tally.interrupted(exc)
             raise
         for i, (name, call) in enumerate(started):
             if tally.result is not None and not call.ready() and self._later(tally, started[i:]):
                 break
             try:
                 self._receive(tally, name, call)
-            except BaseException:
+            except BaseException as exc:
                 for _, rest in started[i + 1 :]:
                     rest.abandon()
+                tally.interrupted(exc)
                 raise
         return tally
 

@@ -8,9 +8,12 @@ The drivers feed a :class:`Tally` with each zone's outcome as it arrives. Polici
   per-zone write failures) and reported in ``WriteResult.failed``.
 - ``"all"``: every zone; ``"quorum"``: more than half; ``"local"``: the local zone.
 
-A zone that failed a write queues the written keys for catch-up (see ``_catchup``). A
-``CLIENT_ERROR`` reply is the caller's error, not the zone's: it is neither a zone failure nor
-missed, and the caller gets ``CacheClientError``.
+A zone that failed a write queues the written keys for catch-up (see ``_catchup``), and so does
+a zone that took it while another write of the same key, leaving another value, was overtaking
+it (``_fence``): which one landed last there is unknown. A zone still writing when the caller
+gets its answer is held (reads skip it for those keys) until it answers. A ``CLIENT_ERROR``
+reply is the caller's error, not the zone's: it is neither a zone failure nor missed, and the
+caller gets ``CacheClientError``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import attrs
 from pymemcache.exceptions import MemcacheClientError
 
 from ._catchup import CatchUp
+from ._fence import Fence
 from ._stats import CacheStats
 
 __all__ = ["WRITE_POLICIES", "Tally", "WritePolicy", "WriteResult", "written_keys"]
@@ -67,6 +71,22 @@ def _problem(op: str, reply: Any) -> str | None:
     return None
 
 
+_DELETED = ("deleted",)  # what a delete leaves, for the fence's comparisons
+
+
+def written_values(op: str, args: tuple[Any, ...], keys: list[bytes]) -> list[Any]:
+    """What the write leaves in a zone for each key: the stored item for set and set_many, a
+    marker for deletes, else a fresh object (equal to nothing: the result depends on the
+    zone's state)."""
+    if op == "set":
+        return [args[1]]
+    if op == "set_many":
+        return [args[0][k] for k in keys]
+    if op in ("delete", "delete_many"):
+        return [_DELETED] * len(keys)
+    return [object() for _ in keys]
+
+
 def written_keys(op: str, args: tuple[Any, ...]) -> list[bytes]:
     """The keys a zone operation writes (what a zone that missed it must forget)."""
     if op in ("set_many", "delete_many"):
@@ -88,6 +108,7 @@ class Tally:
         local: str,
         stats: CacheStats,
         catch_up: Mapping[str, CatchUp],
+        fence: Fence,
     ) -> None:
         self.op = op
         self.args = args
@@ -96,6 +117,11 @@ class Tally:
         self.local = local
         self._stats = stats
         self._catch_up = catch_up
+        self._fence = fence
+        self.keys = keys = written_keys(op, args)
+        self._values = written_values(op, args, keys)
+        self._number = fence.start(keys, self._values)
+        self._answered = 0
         self._lock = threading.Lock()
         self._acks: dict[str, Any] = {}
         self._failed: dict[str, str] = {}
@@ -105,13 +131,11 @@ class Tally:
         self._need = need
         self.result: WriteResult | None = None
         self.on_decided: Callable[[], None] | None = None
-        # set when the caller has its answer: a zone finishing after that is not trusted for
-        # these keys (the caller's next write of a key may reach the server first, on
-        # another connection), so they are caught up like a failure
+        # set when the caller has its answer; zones that had not answered then are held
         self.returned = False
 
     def record(self, zone: str, ok: bool, reply: Any) -> None:
-        """One zone answered (``ok`` False: ``reply`` is the error it raised)."""
+        """One zone answered (``ok`` False: ``reply`` is the error it raised); once per zone."""
         client = not ok and isinstance(reply, MemcacheClientError)
         if ok:
             problem = _problem(self.op, reply)
@@ -130,24 +154,48 @@ class Tally:
             decided = self.result is None and self._decided()
             if decided:
                 self.result = self.snapshot()
+            held = self.returned
+            self._answered += 1
+            last = self._answered == len(self.zones)
+        keys = self.keys
         if client:
             self._stats.count(zone, self.op, "client_error")
         elif problem is None:
             self._stats.count(zone, self.op, "ok")
-            if self.returned:
-                self._queue(zone)
+            # another write of a key, leaving another value, started while this one was in
+            # flight: the zone may have taken the two in either order
+            overtaken, n = self._fence.overtaken, self._number
+            if len(keys) == 1:
+                if overtaken(keys[0], n, self._values[0]):
+                    self._queue(zone, keys)
+            elif keys:
+                values = self._values
+                self._queue(
+                    zone, [k for k, v in zip(keys, values, strict=True) if overtaken(k, n, v)]
+                )
         else:
             self._stats.count(zone, self.op, "error")
             self._stats.write_failed(zone)
-            self._queue(zone)
+            self._queue(zone, keys)
+        if held and keys and zone in self._catch_up:
+            self._catch_up[zone].release(keys)  # after queueing: no moment unguarded
+        if last:
+            self._fence.finish(keys)
         if decided:
             if self.result is not None and self.result.degraded:
                 self._stats.degraded()
             if self.on_decided is not None:
                 self.on_decided()
 
-    def _queue(self, zone: str) -> None:
-        keys = written_keys(self.op, self.args)
+    def interrupted(self, error: BaseException) -> None:
+        """The caller was interrupted: zones not answered yet count as failed (what was sent
+        may still land, so their keys are caught up)."""
+        with self._lock:
+            left = [z for z in self.zones if z not in self._acks and z not in self._failed]
+        for zone in left:
+            self.record(zone, False, error)
+
+    def _queue(self, zone: str, keys: list[bytes]) -> None:
         if keys and zone in self._catch_up:
             self._catch_up[zone].add(keys)
 
@@ -170,10 +218,19 @@ class Tally:
 
     def final(self) -> WriteResult:
         """What the caller is told: every zone answered so far (the decision never flips:
-        later answers only add acknowledgements or failures beyond what decided it)."""
-        self.returned = True
+        later answers only add acknowledgements or failures beyond what decided it).
+
+        Zones still to answer are held for the written keys: the caller may now write them
+        again or read them back, and those zones hold the previous value until they answer.
+        """
         with self._lock:
-            return self.snapshot()
+            self.returned = True
+            result = self.snapshot()
+            if self.keys:
+                for zone in result.pending:
+                    if zone in self._catch_up:
+                        self._catch_up[zone].hold(self.keys)
+            return result
 
     def snapshot(self) -> WriteResult:
         """The result as of now (zones that have not answered are pending)."""

@@ -61,6 +61,7 @@ class Zone(Generic[N]):
         self.gate = gate
         self.catch_up = catch_up
         self.tickets: set[Any] = set()  # tickets not yet ended (a forked child cancels them)
+        self.deadlines: Any = None  # async calls' expiry (``_async_call.Deadlines``)
         self._hasher = RendezvousHash()
         for node_id in nodes:
             self._hasher.add_node(node_id)

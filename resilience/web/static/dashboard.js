@@ -328,8 +328,12 @@ async function changeFlag(name, info, action, text) {
     msg.textContent = `${name}: ${resp.status} ${answer.error}` +
       (resp.status === 409 ? " (the table now shows the current value)" : "");
   }
-  lastFlags = "";
-  if (document.activeElement) document.activeElement.blur(); // done editing: redraw now
+  // A refused change (401, 400) changed nothing: the row keeps what the operator typed. A
+  // conflict (409) or a success did change what the table should show: redraw it now.
+  if (resp.ok || resp.status === 409) {
+    lastFlags = "";
+    if (document.activeElement) document.activeElement.blur(); // done editing: redraw now
+  }
   if (resp.ok) {
     flagsAsOf = typeof answer.time === "number" ? answer.time : 0;
     drawFlags(answer);

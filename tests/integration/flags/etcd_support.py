@@ -200,16 +200,17 @@ class CuttableProxy:
                 continue
             except OSError:
                 return
-            if self.cut_off:
-                conn.close()
-                continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target_port), 2)
             except OSError:
                 conn.close()
                 continue
             upstream.settimeout(None)
-            with self._lock:
+            with self._lock:  # decided under the lock: no connection slips past a cut()
+                if self.cut_off:
+                    conn.close()
+                    upstream.close()
+                    continue
                 self._open |= {conn, upstream}
             for a, b in ((conn, upstream), (upstream, conn)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
@@ -224,21 +225,25 @@ class CuttableProxy:
         except OSError:
             pass
         finally:
+            with self._lock:
+                self._open -= {src, dst}
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
                 s.close()
 
     def cut(self) -> None:
-        self.cut_off = True
+        """From its return on, no byte passes: open connections are shut, new ones refused."""
         with self._lock:
+            self.cut_off = True
             for s in self._open:
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
             self._open.clear()
 
     def restore(self) -> None:
-        self.cut_off = False
+        with self._lock:
+            self.cut_off = False
 
     def close(self) -> None:
         self._stop.set()

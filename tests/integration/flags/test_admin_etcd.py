@@ -84,6 +84,9 @@ async def test_two_concurrent_writes_never_silently_overwrite_each_other(
 ) -> None:
     base, flags, src = admin
     first = await asyncio.to_thread(flags.write, "rate", {"value": 1}, actor="setup")
+    # flags.write returns once etcd has it; the routes answer 404 for a name this process does
+    # not know yet, so wait until the watch brought it here
+    assert await asyncio.to_thread(src.wait_revision, first.revision, 10)
     async with aiohttp.ClientSession() as http:
 
         async def put(actor: str, value: int, revision: int | None) -> int:

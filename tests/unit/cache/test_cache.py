@@ -647,6 +647,9 @@ def test_status_zone_shape_for_the_dashboard() -> None:
     for key in ("state", "hit_ratio", "errors", "catch_up", "in_flight", "acquire_timeouts"):
         assert key in zone
     assert zone["errors"] == 1 and zone["catch_up"]["pending"] == 1
+    assert zone["catch_up"]["held"] == 0
+    assert "hit_rate" not in zone  # the dashboard reads hit_ratio; the old alias is gone
+    assert c.status()["zones"]["a"]["hit_ratio"] == 1.0
     assert c.status()["degraded_writes"] == 1
 
 
