@@ -7,7 +7,7 @@ flask_app.wsgi_app = ResilienceMiddleware(flask_app.wsgi_app)
 ```
 
 Each request runs in a request scope and, when it carries a verified FIT tag, under the tag's
-recipe, until the server closes the response iterable: a streamed response (a generator that
+recipe, until its body is exhausted or the server closes it: a streamed response (a generator that
 calls dependencies while it yields) stays under its scope for every chunk, and the scope ends
 when the body is done, not when the application returns. The request runs in a copy of the
 server thread's context (``contextvars``), so nothing of it stays on the worker thread
@@ -35,6 +35,9 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 _TAG_KEY = "HTTP_X_RESILIENCE_FIT"
 _REASONS = {200: "200 OK", 403: "403 Forbidden"}
+
+
+_ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
 
 class ResilienceMiddleware:
@@ -92,10 +95,13 @@ class _Body:
     """The application's response iterable, iterated and closed inside the request's context.
 
     PEP 3333 has the server call ``close()`` once it is done with the body, whatever happened:
-    that is when the request scope ends.
+    that is when the request scope ends. Servers in the wild skip it on some paths (werkzeug's
+    development server never calls it when the client hangs up while it drains the socket), so
+    the scope, and its ``max_active`` slot, also end when the body is exhausted or its iteration
+    raises; ``close()`` then only closes the application's iterable.
     """
 
-    __slots__ = ("_closed", "_context", "_iterator", "_request", "_result")
+    __slots__ = ("_closed", "_context", "_ended", "_iterator", "_request", "_result")
 
     def __init__(
         self, result: Iterable[bytes], request: ServerRequest, context: contextvars.Context
@@ -105,20 +111,28 @@ class _Body:
         self._context = context
         self._iterator: Iterator[bytes] | None = None
         self._closed = False
+        self._ended = False
 
     def __iter__(self) -> Iterator[bytes]:
         return self
 
     def __next__(self) -> bytes:
-        if self._iterator is None:
-            self._iterator = self._context.run(iter, self._result)
-        return self._context.run(next, self._iterator)
+        try:
+            if self._iterator is None:
+                self._iterator = self._context.run(iter, self._result)
+            return self._context.run(next, self._iterator)
+        except StopIteration:
+            self._end(None)
+            raise
+        except BaseException as exc:
+            self._end((type(exc), exc, exc.__traceback__))
+            raise
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        error: tuple[type[BaseException], BaseException, TracebackType | None] | None = None
+        error: _ExcInfo | None = None
         try:
             close = getattr(self._result, "close", None)
             if close is not None:
@@ -127,4 +141,10 @@ class _Body:
             error = (type(exc), exc, exc.__traceback__)
             raise
         finally:
-            self._context.run(self._request.__exit__, *(error or (None, None, None)))
+            self._end(error)
+
+    def _end(self, error: _ExcInfo | None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._context.run(self._request.__exit__, *(error or (None, None, None)))

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import pytest
 import requests
 from flask import Flask, Response, jsonify
 
@@ -95,3 +96,32 @@ def test_the_scope_ends_when_the_body_is_closed(servers: Servers) -> None:
         time.sleep(0.01)
     assert fit.active_requests() == 0
     assert fit.tag_counts() == {"accepted": 1, "over_limit": 1}
+
+
+def test_a_server_that_never_closes_the_body_still_frees_the_slot() -> None:
+    """Some servers skip ``close()`` (werkzeug's, when the client hangs up as it drains the
+    socket): the slot comes back when the body is exhausted, and when its iteration fails."""
+    fit.enable(secret=SECRET, max_active=1)
+    tag = sign_tag(RECIPE, secret=SECRET)
+
+    def app(environ: dict[str, object], start_response: object) -> Iterator[bytes]:
+        start_response("200 OK", [])  # type: ignore[operator]
+        yield b"chunk"
+        if environ.get("PATH_INFO") == "/broken":
+            raise RuntimeError("the body failed half-way")
+
+    middleware = ResilienceMiddleware(app)
+    environ = {"HTTP_X_RESILIENCE_FIT": tag, "PATH_INFO": "/", "REQUEST_METHOD": "GET"}
+    body = middleware(environ, lambda status, headers, exc_info=None: None)
+    assert fit.active_requests() == 1
+    assert list(body) == [b"chunk"]  # exhausted, never closed
+    assert fit.active_requests() == 0
+
+    broken = middleware({**environ, "PATH_INFO": "/broken"}, lambda *a: None)
+    assert next(iter(broken)) == b"chunk" and fit.active_requests() == 1
+    with pytest.raises(RuntimeError):
+        next(iter(broken))
+    assert fit.active_requests() == 0
+    broken.close()  # the server's close afterwards ends nothing twice
+    assert fit.active_requests() == 0
+    assert fit.tag_counts() == {"accepted": 2}
