@@ -135,7 +135,9 @@ def test_dashboard_shows_outage_recovery_and_flips_a_flag(
     assert "401" in _flag_message(driver)[1]
     assert flags.enabled("kill-recommendations") is False  # nothing changed without the token
     # a refused change keeps the row as the operator left it: what they typed is still there
-    assert driver.find_element(By.CSS_SELECTOR, f"{row} .flag-value").get_attribute("value") == "true"
+    assert (
+        driver.find_element(By.CSS_SELECTOR, f"{row} .flag-value").get_attribute("value") == "true"
+    )
 
     driver.find_element(By.ID, "token").send_keys(TOKEN)
     value = driver.find_element(By.CSS_SELECTOR, f"{row} .flag-value")
