@@ -6,8 +6,9 @@ One call is a short pipeline, each step its own module, with one sync and one as
 the same decisions: FIT (``_experiment``, ``_shadow``) -> breaker (``_breaker``) -> rate limit
 (``_throttle``, ``_ratelimit``) -> concurrency limit (``_bulkhead``, ``_adaptive``) -> timeout
 (``_timeout``) -> run -> record (``_record``) -> retry within its budget (``_retry``,
-``_budget``) / hedge (``_hedging``, ``_hedge``) -> fallback (``_fallback``); ``_sync`` and
-``_async`` drive it, ``_fast`` is the decorator's closed-circuit fast path.
+``_budget``) / hedge (``_hedging``, ``_hedge``) -> fallback (``_fallback``); ``_flow`` decides
+what follows each attempt, ``_sync`` and ``_async`` drive it, ``_fast`` is the decorator's
+closed-circuit fast path.
 """
 
 from ._adaptive import ALGORITHMS, AdaptiveLimit, AdaptiveLimiter

@@ -5,7 +5,9 @@ timeout by the dependency's deadline queue (the caller gets ``CallTimeoutError``
 ``CancelledError``; a cancellation from elsewhere passes through uncounted). A sync function
 given to ``Dependency.acall`` runs in the dependency's thread pool and the task awaits it without
 blocking the loop, within the same timeout. Tagged calls (a FIT recipe is active) and hedged
-calls choose a route per attempt (``_experiment``), as in ``_sync``.
+calls choose a route per attempt (``_experiment``), as in ``_sync``. What an attempt's end means
+(``Recorder._coroutine_returned`` / ``_coroutine_raised``) and what follows it
+(``_flow.after``) are decided by the same code as for ``_sync``: this module only awaits.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..context import FIT
 from ..errors import RejectedError
-from ._async_pool import _admit, _in_pool, attempt_in_pool, take_token
+from ._async_pool import _admit, _in_pool, acquire, attempt_in_pool, take_token
 from ._breaker import RUN
+from ._bulkhead import give
 from ._experiment import Plain, TaggedCall
-from ._fallback import fallback_async, thrown
+from ._fallback import fallback_async
+from ._flow import FALLBACK, REFUSED, RETRY, RETURN, after, recorder
 from ._timeout import DONE, EXPIRED, attempt_timeout
-from ._window import IGNORED, SUCCESS, TIMEOUT
+from ._window import IGNORED, SUCCESS
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -58,16 +62,21 @@ async def call(
             one = hedged_async(guard, Plain(dep), in_pool=False)
         return await run(guard, fn, args, kwargs, guard.start(), None, one)
     try:
-        outcome, value = await attempt(
-            dep, fn, args, kwargs, guard.ignore, dep.policy.timeout, None
-        )
+        if dep.lane:  # the breaker's decision is RUN, nothing to release: straight to the runner
+            outcome, value = await _run(
+                dep, RUN, fn, args, kwargs, guard.ignore, dep.policy.timeout, None
+            )
+        else:
+            outcome, value = await attempt(
+                dep, fn, args, kwargs, guard.ignore, dep.policy.timeout, None
+            )
     except RejectedError as exc:
-        refused = exc
+        first = (REFUSED, exc)
     else:
         if outcome == SUCCESS and guard.fast_ok:
-            return value
-        return await run(guard, fn, args, kwargs, None, (outcome, value), attempt)
-    return await fallback_async(dep, guard.fallback, refused, args, kwargs)
+            return value  # what ``after`` decides for it, without entering the loop
+        first = (outcome, value)
+    return await run(guard, fn, args, kwargs, None, first)
 
 
 async def call_in_pool(
@@ -114,7 +123,7 @@ async def tagged(
             time_limit: float,
             deadline_at: float | None,
         ) -> tuple[int, Any]:
-            room = capacity(dep, in_pool)
+            room = dep._capacity(in_pool)
             route = tc.route(fn, time_limit, room, is_async=not in_pool)
             try:
                 return await attempt_routed(
@@ -129,14 +138,6 @@ async def tagged(
         tc.finish()
 
 
-def capacity(dep: Dependency, in_pool: bool) -> int:
-    """Permits of the limit an attempt holds: the pool's for a sync function, else the
-    coroutines' limit."""
-    if in_pool:
-        return (dep._pool or dep._thread_pool()).permits.limit
-    return dep._limiter.limit
-
-
 async def run(
     guard: Guard,
     fn: Callable[..., Any],
@@ -149,46 +150,28 @@ async def run(
 ) -> Any:
     """The loop over attempts, then the fallback (``_sync.run``'s counterpart)."""
     dep = guard.dependency
-    clock = dep._clock
-    one = one or attempt
     retrier = None
-    pending = first
-    while True:
-        if pending is None:
-            time_limit = attempt_timeout(dep.policy.timeout, deadline_at, clock())
-            refused: RejectedError | None = None
-            try:
-                outcome, value = await one(
-                    dep, fn, args, kwargs, guard.ignore, time_limit, deadline_at
-                )
-            except RejectedError as exc:
-                refused = exc
-            if refused is not None:
-                rec: Recorder = dep if tc is None else tc.rec
-                return await fallback_async(rec, guard.fallback, refused, args, kwargs)
-        else:
-            outcome, value = pending
-            pending = None
-        rec = dep if tc is None else tc.rec
-        if outcome == IGNORED:
-            raise thrown(rec, value)
-        if retrier is None:
-            retrier = guard.retrier() if tc is None else tc.retrier(guard)
-        if outcome == SUCCESS:
-            if retrier is None or not retrier.wants(value):
-                return value
-            wait = retrier.after_result(value, clock(), deadline_at)
-            if wait is None:
-                rec._retries_stopped(retrier)
-                return value
-        else:
-            wait = None if retrier is None else retrier.after_error(value, clock(), deadline_at)
-            if wait is None:
-                rec._retries_stopped(retrier)
-                return await fallback_async(rec, guard.fallback, value, args, kwargs)
-        rec._retrying(outcome)
-        if wait > 0:
-            await dep._asleep(wait)
+    one = one or attempt
+    value: Any
+    step, value = RETRY, 0.0
+    if first is not None:
+        step, value, retrier = after(guard, tc, retrier, first[0], first[1], deadline_at)
+    while step == RETRY:
+        if value > 0:
+            await dep._asleep(value)
+        time_limit = attempt_timeout(dep.policy.timeout, deadline_at, dep._clock())
+        try:
+            outcome, value = await one(dep, fn, args, kwargs, guard.ignore, time_limit, deadline_at)
+        except RejectedError as exc:
+            outcome, value = REFUSED, exc
+        if outcome == SUCCESS and guard.on_result is None:
+            return value  # ``after``'s first answer, without the call: most attempts' case
+        step, value, retrier = after(guard, tc, retrier, outcome, value, deadline_at)
+    if step == RETURN:
+        return value
+    if step == FALLBACK:
+        return await fallback_async(recorder(dep, tc), guard.fallback, value, args, kwargs)
+    raise value
 
 
 async def attempt(
@@ -221,16 +204,11 @@ async def attempt_routed(
     clock = dep._clock
     try:
         await take_token(dep, rec, deadline_at)
-    except RejectedError as exc:
-        rec.breaker.release(route.decision)
-        route.refused(exc)
-        raise
-    except BaseException:
-        route.abandon()
-        route.close()
+    except BaseException as exc:
+        route.not_admitted(exc)
         raise
     start = clock()
-    try:  # the runners free the recorder's trial slot themselves on every way out
+    try:
         if in_pool:
             outcome, value = await _in_pool(
                 dep, route.decision, route.fn, args, kwargs, ignore, time_limit,
@@ -241,18 +219,11 @@ async def attempt_routed(
                 dep, route.decision, route.fn, args, kwargs, ignore, time_limit,
                 deadline_at, rec, route.sample,
             )  # fmt: skip
-    except RejectedError as exc:
-        route.refused(exc)
-        raise
-    except BaseException:  # cancelled (a hedge that lost, or the caller's own cancellation)
-        route.unmirror()
-        if not in_pool:
-            route.close()
+    except BaseException as exc:  # refused, or cancelled (a hedge that lost, or the caller's)
+        route.stopped(exc, in_pool)
         raise
     now = clock()
-    route.finished(outcome, value, now - start, now)
-    if not in_pool:
-        route.close()
+    route.ended(outcome, value, now - start, now, in_pool)
     return outcome, value
 
 
@@ -276,17 +247,10 @@ async def _run(
     breaker = rec.breaker
     clock = dep._clock
     limit = dep._limiter
-    try:
-        if limit.wait > 0:
-            before = clock()
-            admitted = await limit.acquire_async(attempt_timeout(limit.wait, deadline_at, before))
-            if not admitted:
-                raise rec._reject(limit, clock() - before)
-        elif not limit.try_acquire():
-            raise rec._reject(limit)
-    except BaseException:
-        breaker.release(decision)
-        raise
+    if limit.wait > 0:
+        await acquire(limit, rec, decision, clock, deadline_at)
+    elif not limit.try_acquire():  # (``acquire``, inlined: most calls' limit never waits)
+        raise rec._reject(limit, 0.0, decision)
     loop = asyncio.get_running_loop()
     dl = dep._dl if dep._dl_loop is loop else dep._deadlines_for(loop)
     task = asyncio.current_task()
@@ -294,44 +258,24 @@ async def _run(
     start = clock()
     try:
         result = await fn(*args, **kwargs)
-    except asyncio.CancelledError:
-        now = clock()
-        if entry[2] != EXPIRED:  # cancelled by someone else: not the dependency's fault
-            entry[2] = DONE
-            _give(limit, sample, now - start, False)
-            breaker.release(decision)
-            raise
-        _give(limit, sample, now - start, True)
-        if task is not None:
-            task.uncancel()
-        return TIMEOUT, rec._timeout(decision, now - start, now, time_limit)
-    except Exception as exc:
+    except (Exception, asyncio.CancelledError) as exc:
         error = exc
     except BaseException:
         entry[2] = DONE
-        _give(limit, sample, clock() - start, False)
+        give(limit, sample, clock() - start, False)
         breaker.release(decision)
         raise
     else:
         now = clock()
-        if entry[2] == EXPIRED:  # the function swallowed our cancellation and returned
-            if task is not None:
-                task.uncancel()
-            _give(limit, sample, now - start, True)
-            return TIMEOUT, rec._timeout(decision, now - start, now, time_limit)
-        entry[2] = DONE
-        _give(limit, sample, now - start, False)
-        rec._success(decision, now - start, now)
-        return SUCCESS, result
-    entry[2] = DONE
+        give(limit, sample, now - start, entry[2] == EXPIRED)  # expired: a timeout
+        return rec._coroutine_returned(decision, entry, task, result, now - start, now, time_limit)
     now = clock()
-    judged = rec._failed(decision, error, now - start, now, ignore)
-    _give(limit, sample, now - start, judged[0] != IGNORED)
+    judged = rec._coroutine_raised(
+        decision, entry, task, error, now - start, now, time_limit, ignore
+    )
+    if judged is None:  # cancelled by someone else: not the dependency's fault
+        give(limit, sample, now - start, False)
+        breaker.release(decision)
+        raise error
+    give(limit, sample, now - start, judged[0] != IGNORED)
     return judged
-
-
-def _give(limit: Any, sample: bool, latency: float, dropped: bool) -> None:
-    if sample:
-        limit.release(latency, dropped)
-    else:
-        limit.give_back()

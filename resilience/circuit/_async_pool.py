@@ -1,11 +1,13 @@
 """Sync functions awaited from a coroutine (run in the dependency's thread pool, off the loop),
-and the admission steps every async attempt shares (breaker, rate limit).
+and the waits every async attempt shares: for a token (rate limit) and for a permit
+(concurrency limit), what to wait for being decided by ``_throttle.take`` and the limit.
 
 ``Dependency.acall(sync_fn)`` (and a sync function awaited through a guard) must not block the
 event loop: the call runs on a pool worker, the task awaits a future the worker resolves, and a
 loop timer ends the wait at the attempt's timeout (the worker is then abandoned, as in
 ``_sync``). The same decisions as every attempt: admitted by the pool's limit (fixed, or the
-adaptive one the pool follows), recorded by the dependency or an experiment's shadow.
+adaptive one the pool follows), judged by ``Recorder._job_done`` as ``_sync``'s pool runner's
+are, recorded by the dependency or an experiment's shadow.
 """
 
 from __future__ import annotations
@@ -15,18 +17,18 @@ import inspect
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from ._breaker import REJECT, RUN, State
+from ._breaker import RUN, State
 from ._throttle import take
 from ._timeout import attempt_timeout
-from ._window import SUCCESS, TIMEOUT
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ._bulkhead import ConcurrencyLimit
     from ._dependency import Dependency
     from ._record import Recorder
 
-__all__ = ["attempt_in_pool", "take_token"]
+__all__ = ["acquire", "attempt_in_pool", "take_token"]
 
 _CLOSED = State.CLOSED
 
@@ -34,12 +36,7 @@ _CLOSED = State.CLOSED
 async def _admit(dep: Dependency, deadline_at: float | None) -> int:
     """Breaker -> rate limit; returns the breaker's decision (refusals raise)."""
     breaker = dep.breaker
-    decision = RUN
-    if breaker.state is not _CLOSED:
-        now = dep._clock()
-        decision = breaker.acquire(now)
-        if decision == REJECT:
-            raise dep._short_circuit(now)
+    decision = RUN if breaker.state is _CLOSED else dep._acquire()
     if dep._rate_limiter is not None:
         try:
             await take_token(dep, dep, deadline_at)
@@ -54,17 +51,35 @@ async def take_token(dep: Dependency, rec: Recorder, deadline_at: float | None) 
     bucket = dep._rate_limiter
     if bucket is None:
         return
-    granted, seconds = take(bucket, dep._clock(), deadline_at)
-    if not granted:
-        raise rec._rate_limited(bucket, seconds)
+    seconds = take(bucket, rec, dep._clock(), deadline_at)
     if seconds > 0.0:
-        slept = False
         try:
             await dep._asleep(seconds)
-            slept = True
-        finally:
-            if not slept:  # cancelled: the booked token goes to the next caller
-                bucket.refund(dep._clock())
+        except BaseException:  # cancelled: the booked token goes to the next caller
+            bucket.refund(dep._clock())
+            raise
+
+
+async def acquire(
+    limit: ConcurrencyLimit,
+    rec: Recorder,
+    decision: int,
+    clock: Callable[[], float],
+    deadline_at: float | None,
+) -> None:
+    """The concurrency-limit step on the loop (``_sync.acquire``'s counterpart)."""
+    if limit.wait <= 0:
+        if not limit.try_acquire():
+            raise rec._reject(limit, 0.0, decision)
+        return
+    before = clock()
+    try:
+        admitted = await limit.acquire_async(attempt_timeout(limit.wait, deadline_at, before))
+    except BaseException:
+        rec.breaker.release(decision)
+        raise
+    if not admitted:
+        raise rec._reject(limit, clock() - before, decision)
 
 
 def _wake(fut: asyncio.Future[bool], finished: bool) -> None:
@@ -107,23 +122,10 @@ async def _in_pool(
     # ``done``: called once the worker is through with the job (by the caller if none was made).
     if rec is None:
         rec = dep
-    breaker = rec.breaker
     pool = dep._pool or dep._thread_pool()
     permits = pool.permits
     clock = dep._clock
-    try:
-        if permits.wait > 0:
-            before = clock()
-            admitted = await permits.acquire_async(
-                attempt_timeout(permits.wait, deadline_at, before)
-            )
-            if not admitted:
-                raise rec._reject(permits, clock() - before)
-        elif not permits.try_acquire():
-            raise rec._reject(permits)
-    except BaseException:
-        breaker.release(decision)
-        raise
+    await acquire(permits, rec, decision, clock, deadline_at)
     loop = asyncio.get_running_loop()
     woken: asyncio.Future[bool] = loop.create_future()
     start = clock()
@@ -142,34 +144,17 @@ async def _in_pool(
         finally:
             timer.cancel()
     except BaseException:  # cancelled while waiting: the worker finishes on its own
-        if job is None:
-            permits.give_back()
-            if done is not None:
-                done()
-        else:
-            pool.abandon(job)
-        breaker.release(decision)
+        pool.give_up(job, permits, done)
+        rec.breaker.release(decision)
         raise
     now = clock()
-    latency = now - start
-    if not finished:
-        pool.abandon(job)
-        return TIMEOUT, rec._timeout(decision, latency, now, time_limit)
-    error = job.error
-    if error is None:
-        result = job.result
-        if inspect.isawaitable(result):
-            if inspect.iscoroutine(result):
-                result.close()
-            breaker.release(decision)
-            raise ConfigError(
-                "fn",
-                f"{fn!r} is not a coroutine function but returned an awaitable; acall runs "
-                "such functions in a worker thread. Pass an `async def` function instead.",
-            )
-        rec._success(decision, latency, now)
-        return SUCCESS, result
-    if isinstance(error, Exception):
-        return rec._failed(decision, error, latency, now, ignore)
-    breaker.release(decision)
-    raise error
+    if finished and job.error is None and inspect.isawaitable(job.result):
+        if inspect.iscoroutine(job.result):
+            job.result.close()
+        rec.breaker.release(decision)
+        raise ConfigError(
+            "fn",
+            f"{fn!r} is not a coroutine function but returned an awaitable; acall runs "
+            "such functions in a worker thread. Pass an `async def` function instead.",
+        )
+    return rec._job_done(decision, pool, job, finished, now - start, now, time_limit, ignore)

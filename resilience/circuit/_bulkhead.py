@@ -48,7 +48,7 @@ from collections.abc import Callable
 from queue import SimpleQueue
 from typing import Any, Protocol
 
-__all__ = ["ConcurrencyLimit", "Job", "Permits", "ThreadBulkhead"]
+__all__ = ["ConcurrencyLimit", "Job", "Permits", "ThreadBulkhead", "give"]
 
 _QUEUED, _RUNNING, _DONE, _ABANDONED = 0, 1, 2, 3
 
@@ -74,6 +74,15 @@ class ConcurrencyLimit(Protocol):
     def release(self, latency: float, dropped: bool) -> None: ...
 
     def give_back(self) -> None: ...
+
+
+def give(limit: ConcurrencyLimit, sample: bool, latency: float, dropped: bool) -> None:
+    """Give a permit back after the call ran: with its latency sample (``release``), or
+    without one (``sample`` False: a FIT fault made the latency up)."""
+    if sample:
+        limit.release(latency, dropped)
+    else:
+        limit.give_back()
 
 
 class Permits:
@@ -305,6 +314,19 @@ class ThreadBulkhead:
         job = Job(fn, args, kwargs, notify, permits, quiet)
         self._queue.put(job)
         return job
+
+    def give_up(
+        self, job: Job | None, permits: ConcurrencyLimit, done: Callable[[], None] | None
+    ) -> None:
+        """The caller was interrupted before it heard its job end: the job is abandoned (its
+        worker finishes it on its own, then calls ``done``); one never submitted gives its
+        permit back, and ``done`` runs now."""
+        if job is not None:
+            self.abandon(job)
+            return
+        permits.give_back()
+        if done is not None:
+            done()
 
     def abandon(self, job: Job) -> None:
         """The caller stopped waiting. A queued job will be skipped; a running one is counted."""

@@ -311,6 +311,13 @@ class Dependency(Recorder, LoadControl):
             peak += self._limiter.in_use
         return peak
 
+    def _capacity(self, pooled: bool) -> int:
+        """Permits of the limit an attempt holds: the thread pool's (threads and queue) for a
+        call run in it (``pooled``), else the semaphore's or the adaptive limit's."""
+        if pooled:
+            return (self._pool or self._thread_pool()).permits.limit
+        return self._limiter.limit
+
     def _thread_pool(self) -> ThreadBulkhead:
         with self._pool_lock:
             if self._pool is None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BulkheadFullError, CircuitOpenError
+from ..errors import BulkheadFullError, CircuitOpenError, RejectedError
 from ._breaker import REJECT, RUN, State
 from ._retry import Retrier
 from ._window import OUTCOMES, RATE_LIMITED, REJECTED, SHORT_CIRCUITED
@@ -129,6 +129,35 @@ class Route:
             self.mirror.mirror(self.mirror_decision, outcome, value, latency, now)
         self.label = INJECTED if self.ran is not None and self.ran[0] else OUTCOMES[outcome]
 
+    # -- an attempt on this route, through the drivers' limit and run steps (attempt_routed) --
+
+    def not_admitted(self, exc: BaseException) -> None:
+        """The rate-limit step raised: refused (no token), or interrupted while it waited for
+        one. Either way nothing ran and nothing holds a permit."""
+        if isinstance(exc, RejectedError):
+            self.rec.breaker.release(self.decision)
+            self.refused(exc)
+        else:
+            self.abandon()
+            self.close()
+
+    def stopped(self, exc: BaseException, pooled: bool) -> None:
+        """The runner raised, having freed the recorder's trial slot itself: refused by the
+        concurrency limit, or interrupted or cancelled (a hedge that lost). ``pooled``: the
+        attempt went to the thread pool, whose worker closes the route once it is through."""
+        if isinstance(exc, RejectedError):
+            self.refused(exc)
+        else:
+            self.unmirror()
+            if not pooled:
+                self.close()
+
+    def ended(self, outcome: int, value: Any, latency: float, now: float, pooled: bool) -> None:
+        """The runner judged the attempt ``outcome`` (``pooled``: see ``stopped``)."""
+        self.finished(outcome, value, latency, now)
+        if not pooled:
+            self.close()
+
 
 class Plain:
     """The route of an untagged attempt: the dependency's breaker, recorder and limits."""
@@ -153,14 +182,7 @@ class Plain:
         self, fn: Callable[..., Any], timeout: float, capacity: int, is_async: bool = False
     ) -> Route:
         dep = self.dep
-        decision = RUN
-        breaker = dep.breaker
-        if breaker.state is not _CLOSED:
-            now = dep._clock()
-            decision = breaker.acquire(now)
-            if decision == REJECT:
-                raise dep._short_circuit(now)
-        return Route(dep, decision, fn)
+        return Route(dep, RUN if dep.breaker.state is _CLOSED else dep._acquire(), fn)
 
 
 class TaggedCall:

@@ -65,17 +65,22 @@ def _served(dep: Dependency, value: Any) -> Any:
     return value
 
 
+def _static(dep: Dependency, fallback: Any, exc: Exception) -> Any:
+    """No fallback (raise ``exc``) or a static value: the step's answer without a call."""
+    if fallback is MISSING:
+        raise _missing(dep, exc)
+    return _served(dep, fallback)
+
+
 def fallback_sync(
     dep: Dependency, fallback: Any, exc: Exception, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """The fallback's value for a call that ended in ``exc``, or raise."""
-    if fallback is MISSING:
-        raise _missing(dep, exc)
-    if not callable(fallback):
-        return _served(dep, fallback)
+    if fallback is MISSING or not callable(fallback):
+        return _static(dep, fallback, exc)
     try:
         raise exc
-    except Exception:
+    except Exception:  # the fallback runs as if in the handler of ``exc`` (module docstring)
         try:
             value = fallback(*args, **kwargs)
         except Exception as fb_exc:
@@ -86,11 +91,11 @@ def fallback_sync(
 async def fallback_async(
     dep: Dependency, fallback: Any, exc: Exception, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    """The coroutine counterpart of :func:`fallback_sync`; an awaitable result is awaited."""
-    if fallback is MISSING:
-        raise _missing(dep, exc)
-    if not callable(fallback):
-        return _served(dep, fallback)
+    """The coroutine counterpart of :func:`fallback_sync`; an awaitable result is awaited.
+    (The call itself is mirrored, not shared: it must run, and be awaited, inside the
+    handler of ``exc``.)"""
+    if fallback is MISSING or not callable(fallback):
+        return _static(dep, fallback, exc)
     try:
         raise exc
     except Exception:

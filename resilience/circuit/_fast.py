@@ -6,6 +6,22 @@ calls) and no FIT recipe is active (one contextvar read), a call takes a permit 
 permit list, runs, and appends its latency to the window's pending list. Anything else (a
 failure, a slow or late call, a full bulkhead, another state) goes to the same pipeline as
 ``Guard.call`` / ``Guard.acall`` (``_sync`` / ``_async``), with this attempt's outcome.
+
+What is specialised here, and why it may be: a call costs about half a microsecond, and every
+frame or local more is a few percent of it, so the success path is spelled out rather than
+calling the shared steps. It decides nothing of its own:
+
+- whether a call may take the lane is ``Dependency._refresh``'s (``lane``, ``rated``,
+  ``fast_limit``), read as attributes;
+- a success below ``fast_limit`` (neither slow nor late: see ``_refresh``) is what
+  ``Recorder._success`` records for it, inlined (``RollingWindow.add_success``'s pending list);
+- every other end is judged by the shared verdicts (``Recorder._returned``,
+  ``_coroutine_returned``, ``_coroutine_raised``, ``_failed``, ``_reject``) and continues in the
+  drivers' loop (``_sync.run`` / ``_async.run``, so ``_flow.after`` decides retries and the
+  fallback).
+
+The sync and async closures mirror each other because one calls and the other awaits; each
+``off_lane`` repeats its lane's body because sharing it would cost the lane a local (2%).
 """
 
 from __future__ import annotations
@@ -17,9 +33,9 @@ from typing import TYPE_CHECKING, Any
 from ..context import FIT
 from . import _async, _sync
 from ._breaker import RUN
-from ._fallback import fallback_async, fallback_sync
-from ._timeout import DONE, EXPIRED, LIVE
-from ._window import _FOLD_AT, TIMEOUT
+from ._flow import REFUSED
+from ._timeout import DONE, LIVE
+from ._window import _FOLD_AT, SUCCESS
 
 if TYPE_CHECKING:
     from ._guard import Guard
@@ -60,7 +76,7 @@ def fast_sync(guard: Guard, fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             free.pop()
         except IndexError:  # the general path refuses it (the token is spent, as there)
-            return fallback_sync(dep, guard.fallback, dep._reject(permits), args, kwargs)
+            return _sync.run(guard, fn, args, kwargs, None, (REFUSED, dep._reject(permits)))
         # The lane's body below, once more: one more local there costs 2% of every call.
         if len(free) < permits.low:
             permits.low = len(free)
@@ -144,13 +160,10 @@ def _late_sync(
     dep = guard.dependency
     if _sync._running_loop() is not None:
         dep._warn_on_loop(fn)
-    timeout = dep.policy.timeout
-    if latency > timeout:
-        return _sync.run(
-            guard, fn, args, kwargs, None, (TIMEOUT, dep._timeout(RUN, latency, now, timeout))
-        )
-    dep._success(RUN, latency, now)
-    return result
+    first = dep._returned(RUN, result, latency, now, dep.policy.timeout)
+    if first[0] == SUCCESS:
+        return result
+    return _sync.run(guard, fn, args, kwargs, None, first)
 
 
 def fast_async(guard: Guard, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -179,8 +192,8 @@ def fast_async(guard: Guard, fn: Callable[..., Awaitable[Any]]) -> Callable[...,
         try:
             free.pop()
         except IndexError:  # the general path refuses it (the token is spent, as there)
-            exc = dep._reject(permits)
-            return await fallback_async(dep, guard.fallback, exc, args, kwargs)
+            first = (REFUSED, dep._reject(permits))
+            return await _async.run(guard, fn, args, kwargs, None, first)
         # The lane's body below, once more: one more local there costs 2% of every call.
         if len(free) < permits.low:
             permits.low = len(free)
@@ -260,7 +273,7 @@ async def _failed_async(
     fn: Callable[..., Awaitable[Any]],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-    error: BaseException,
+    error: Exception | asyncio.CancelledError,
     entry: list[Any],
     task: asyncio.Task[Any] | None,
     start: float,
@@ -268,18 +281,12 @@ async def _failed_async(
     dep = guard.dependency
     dep.permits.give()
     now = dep._clock()
-    first: tuple[int, Any]
-    if isinstance(error, asyncio.CancelledError):
-        if entry[2] != EXPIRED:  # cancelled by someone else: not the dependency's fault
-            entry[2] = DONE
-            raise error
-        if task is not None:
-            task.uncancel()
-        first = (TIMEOUT, dep._timeout(RUN, now - start, now, dep.policy.timeout))
-    else:
-        entry[2] = DONE
-        assert isinstance(error, Exception)
-        first = dep._failed(RUN, error, now - start, now, guard.ignore)
+    latency = now - start
+    first = dep._coroutine_raised(
+        RUN, entry, task, error, latency, now, dep.policy.timeout, guard.ignore
+    )
+    if first is None:  # cancelled by someone else: not the dependency's fault
+        raise error
     return await _async.run(guard, fn, args, kwargs, None, first)
 
 
@@ -295,11 +302,7 @@ async def _late_async(
     now: float,
 ) -> Any:
     dep = guard.dependency
-    if entry[2] == EXPIRED:  # the function swallowed our cancellation and returned
-        if task is not None:
-            task.uncancel()
-        first = (TIMEOUT, dep._timeout(RUN, latency, now, dep.policy.timeout))
-        return await _async.run(guard, fn, args, kwargs, None, first)
-    entry[2] = DONE
-    dep._success(RUN, latency, now)
-    return result
+    first = dep._coroutine_returned(RUN, entry, task, result, latency, now, dep.policy.timeout)
+    if first[0] == SUCCESS:
+        return result
+    return await _async.run(guard, fn, args, kwargs, None, first)

@@ -75,6 +75,7 @@ class Guard:
         "fast_ok",
         "hedge",
         "ignore",
+        "on_result",
         "plain",
         "retry",
         "throttle",
@@ -112,7 +113,10 @@ class Guard:
         # success (no result to inspect); the decorator's closed-circuit fast path serves such
         # guards.
         self.plain = self.deadline is None and hedge is None
-        self.fast_ok = self.plain and (self.retry is None or self.retry.on_result is None)
+        # ``on_result``: the retry's predicate on successful results (None: a success ends
+        # the call, whatever the result).
+        self.on_result = None if self.retry is None else self.retry.on_result
+        self.fast_ok = self.plain and self.on_result is None
 
     def start(self) -> float | None:
         """A caller call begins: pay into the hedge budget; its deadline (clock time) or None.

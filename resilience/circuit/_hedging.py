@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ConfigError, RejectedError
+from ._breaker import RUN
 from ._experiment import Route, refusal_outcome
 from ._hedge import run_hedged, run_hedged_sync
 from ._timeout import attempt_timeout
@@ -90,28 +91,82 @@ def check_hedge(dep: Dependency, is_async: bool) -> None:
         )
 
 
-def _settle(dep: Dependency, router: Router, results: Results, main: int) -> tuple[int, Any]:
-    """Count the caller's call once (by attempt ``main``); its outcome, or raise its refusal."""
-    for n, (outcome, _value, rec, _label) in results.items():
-        if n != main and rec is dep:
-            dep.window.supersede(outcome)
-    outcome, value, rec, label = results[main]
-    router.decided(rec, label)
-    if outcome in _REFUSALS:
-        raise value
-    return outcome, value
+class _Race:
+    """One hedged call's book, kept for the async and the sync race alike: what each attempt
+    left, whether more may be sent, and how the caller's call is counted once."""
 
+    __slots__ = ("dep", "results", "router", "stop", "throttle")
 
-def _refusal(results: Results, n: int, exc: RejectedError, rec: Recorder) -> None:
-    outcome = refusal_outcome(exc)
-    results[n] = (outcome, exc, rec, OUTCOMES[outcome])
+    def __init__(self, dep: Dependency, router: Router, throttle: HedgeThrottle) -> None:
+        self.dep = dep
+        self.router = router
+        self.throttle = throttle
+        self.results: Results = {}
+        self.stop = False  # no more hedges: the first attempt was refused, or an error ignored
+
+    def delay(self) -> float:
+        """Seconds before the next hedge is sent (the observed p95 by default)."""
+        return self.throttle.delay(self.dep.observed_p95())
+
+    def allow(self) -> bool:
+        """May another attempt be sent now (and paid from the hedge budget)?"""
+        return not self.stop and self.throttle.try_hedge(self.dep._clock())
+
+    def on_event(self, event: str) -> None:
+        if not (self.stop and event == "budget_exhausted"):
+            self.router.hedge_event(event)
+
+    def refused(self, n: int, exc: RejectedError, rec: Recorder) -> None:
+        """Attempt ``n`` was refused (recorded by ``rec``); a refused first attempt is not
+        hedged."""
+        outcome = refusal_outcome(exc)
+        self.results[n] = (outcome, exc, rec, OUTCOMES[outcome])
+        self.stop = self.stop or n == 1
+
+    def judged(self, n: int, outcome: int, value: Any, route: Route) -> bool:
+        """Attempt ``n`` ran and was judged ``outcome``: True if it won (a success). An
+        ignored error stops the hedging."""
+        self.results[n] = (outcome, value, route.rec, route.label)
+        if outcome == SUCCESS:
+            return True
+        if outcome == IGNORED:
+            self.stop = True
+        return False
+
+    def failed(self, exc: BaseException) -> int:
+        """The race raised ``exc`` (called in its handler). Every attempt failed: the caller's
+        call is counted by the first one (returned: settle it), unless that one never got a
+        verdict, and then ``exc`` stands. Cancelled or interrupted: the call ends uncounted, as
+        an unhedged one would, and ``exc`` passes through."""
+        if isinstance(exc, Exception):
+            if 1 in self.results:
+                return 1
+            raise exc
+        dep = self.dep
+        for outcome, _value, rec, _label in self.results.values():
+            if rec is dep:
+                dep.window.supersede(outcome)
+        raise exc
+
+    def settle(self, main: int) -> tuple[int, Any]:
+        """Count the caller's call once (by attempt ``main``); its outcome, or raise its
+        refusal."""
+        dep = self.dep
+        for n, (outcome, _value, rec, _label) in self.results.items():
+            if n != main and rec is dep:
+                dep.window.supersede(outcome)
+        outcome, value, rec, label = self.results[main]
+        self.router.decided(rec, label)
+        if outcome in _REFUSALS:
+            raise value
+        return outcome, value
 
 
 def hedged_async(
     guard: Guard, router: Router, *, in_pool: bool
 ) -> Callable[..., Awaitable[tuple[int, Any]]]:
     """The attempt function of a hedged call awaited on an event loop."""
-    from ._async import attempt_routed, capacity
+    from ._async import attempt_routed
 
     dep = guard.dependency
     hedge = guard.hedge
@@ -129,57 +184,37 @@ def hedged_async(
         deadline_at: float | None,
     ) -> tuple[int, Any]:
         clock = dep._clock
-        results: Results = {}
-        stop = [False]
+        race = _Race(dep, router, throttle)
 
         async def racer(n: int) -> tuple[int, Any]:
             limit = attempt_timeout(dep.policy.timeout, deadline_at, clock())
             try:
-                route = router.route(fn, limit, capacity(dep, in_pool), not in_pool)
+                route = router.route(fn, limit, dep._capacity(in_pool), not in_pool)
             except RejectedError as exc:
-                _refusal(results, n, exc, router.rec)
-                stop[0] = stop[0] or n == 1
+                race.refused(n, exc, router.rec)
                 raise
             try:
                 outcome, value = await attempt_routed(
                     dep, route, args, kwargs, ignore, limit, deadline_at, in_pool=in_pool
                 )
             except RejectedError as exc:
-                _refusal(results, n, exc, route.rec)
-                stop[0] = stop[0] or n == 1
+                race.refused(n, exc, route.rec)
                 raise
-            results[n] = (outcome, value, route.rec, route.label)
-            if outcome == SUCCESS:
+            if race.judged(n, outcome, value, route):
                 return n, value
-            if outcome == IGNORED:
-                stop[0] = True
             raise value
 
-        def allow() -> bool:
-            return not stop[0] and throttle.try_hedge(clock())
-
-        def on_event(event: str) -> None:
-            if not (stop[0] and event == "budget_exhausted"):
-                router.hedge_event(event)
-
-        main = 1
         try:
             main, _ = await run_hedged(
                 racer,
-                delay=throttle.delay(dep.observed_p95()),
+                delay=race.delay(),
                 max_attempts=hedge.max_attempts,
-                allow=allow,
-                on_event=on_event,
+                allow=race.allow,
+                on_event=race.on_event,
             )
-        except Exception:
-            if 1 not in results:
-                raise
-        except BaseException:
-            for outcome, _value, rec, _label in results.values():
-                if rec is dep:  # the caller's call ends uncounted, as an unhedged one would
-                    dep.window.supersede(outcome)
-            raise
-        return _settle(dep, router, results, main)
+        except BaseException as exc:
+            main = race.failed(exc)
+        return race.settle(main)
 
     return one
 
@@ -204,7 +239,7 @@ class _Running:
 
 def hedged_sync(guard: Guard, router: Router) -> Callable[..., tuple[int, Any]]:
     """The attempt function of a hedged sync call under thread isolation."""
-    from ._sync import capacity, take_token
+    from ._sync import acquire, take_token
 
     dep = guard.dependency
     hedge = guard.hedge
@@ -224,13 +259,11 @@ def hedged_sync(guard: Guard, router: Router) -> Callable[..., tuple[int, Any]]:
         clock = dep._clock
         pool = dep._pool or dep._thread_pool()
         lock = threading.Lock()
-        results: Results = {}
+        race = _Race(dep, router, throttle)
         running: dict[concurrent.futures.Future[Any], _Running] = {}
-        stop = [False]
 
         def refused(n: int, exc: RejectedError, rec: Recorder) -> concurrent.futures.Future[Any]:
-            _refusal(results, n, exc, rec)
-            stop[0] = stop[0] or n == 1
+            race.refused(n, exc, rec)
             outer: concurrent.futures.Future[Any] = concurrent.futures.Future()
             outer.set_exception(exc)
             return outer
@@ -238,25 +271,18 @@ def hedged_sync(guard: Guard, router: Router) -> Callable[..., tuple[int, Any]]:
         def submit(n: int) -> concurrent.futures.Future[Any]:
             limit = attempt_timeout(dep.policy.timeout, deadline_at, clock())
             try:
-                route = router.route(fn, limit, capacity(dep))
+                route = router.route(fn, limit, dep._capacity(True))
             except RejectedError as exc:
                 return refused(n, exc, router.rec)
             rec = route.rec
+            permits = pool.permits
             try:
                 take_token(dep, rec, deadline_at)
-                permits = pool.permits
-                if n == 1 and permits.wait > 0:
-                    if not permits.acquire(attempt_timeout(permits.wait, deadline_at, clock())):
-                        raise rec._reject(permits)
-                elif not permits.try_acquire():
-                    raise rec._reject(permits)
-            except RejectedError as exc:
-                rec.breaker.release(route.decision)
-                route.refused(exc)
-                return refused(n, exc, rec)
-            except BaseException:
-                route.abandon()
-                route.close()
+                acquire(permits, rec, RUN, clock, deadline_at, may_wait=n == 1)  # hedges never wait
+            except BaseException as exc:
+                route.not_admitted(exc)
+                if isinstance(exc, RejectedError):
+                    return refused(n, exc, rec)
                 raise
             attempt = _Running(n, route, clock(), limit)
 
@@ -283,19 +309,14 @@ def hedged_sync(guard: Guard, router: Router) -> Callable[..., tuple[int, Any]]:
                 route.abandon()
                 attempt.outer.set_exception(error)  # KeyboardInterrupt...: the caller's
                 return
-            if error is None:
-                rec._success(route.decision, latency, now)
-                outcome, value = SUCCESS, job.result
-            else:
-                outcome, value = rec._failed(route.decision, error, latency, now, ignore)
+            outcome, value = rec._job_done(
+                route.decision, pool, job, True, latency, now, attempt.limit, ignore
+            )
             route.finished(outcome, value, latency, now)
-            results[attempt.n] = (outcome, value, rec, route.label)
-            if outcome == SUCCESS:
+            if race.judged(attempt.n, outcome, value, route):
                 attempt.outer.set_result((attempt.n, value))
-                return
-            if outcome == IGNORED:
-                stop[0] = True
-            attempt.outer.set_exception(value)
+            else:
+                attempt.outer.set_exception(value)
 
         def expire(attempt: _Running) -> None:
             with lock:
@@ -309,7 +330,7 @@ def hedged_sync(guard: Guard, router: Router) -> Callable[..., tuple[int, Any]]:
             latency = now - attempt.start
             error = route.rec._timeout(route.decision, latency, now, attempt.limit)
             route.finished(TIMEOUT, error, latency, now)
-            results[attempt.n] = (TIMEOUT, error, route.rec, route.label)
+            race.judged(attempt.n, TIMEOUT, error, route)
             attempt.outer.set_exception(error)
 
         def wait(
@@ -351,32 +372,18 @@ def hedged_sync(guard: Guard, router: Router) -> Callable[..., tuple[int, Any]]:
                 pool.abandon(attempt.job)
             attempt.route.abandon()
 
-        def allow() -> bool:
-            return not stop[0] and throttle.try_hedge(clock())
-
-        def on_event(event: str) -> None:
-            if not (stop[0] and event == "budget_exhausted"):
-                router.hedge_event(event)
-
-        main = 1
         try:
             main, _ = run_hedged_sync(
                 submit,
-                delay=throttle.delay(dep.observed_p95()),
+                delay=race.delay(),
                 max_attempts=hedge.max_attempts,
-                allow=allow,
-                on_event=on_event,
+                allow=race.allow,
+                on_event=race.on_event,
                 abandon=abandon,
                 wait=wait,
             )
-        except Exception:
-            if 1 not in results:
-                raise
-        except BaseException:
-            for outcome, _value, rec, _label in results.values():
-                if rec is dep:
-                    dep.window.supersede(outcome)
-            raise
-        return _settle(dep, router, results, main)
+        except BaseException as exc:
+            main = race.failed(exc)
+        return race.settle(main)
 
     return one

@@ -1,13 +1,15 @@
 """The sync driver: one call through the pipeline, waiting with threads and sleeps.
 
 FIT -> breaker -> rate limit -> concurrency limit -> timeout -> run -> record -> retry ->
-fallback. The steps decide (``_experiment``, ``Breaker``, ``_throttle``, ``_bulkhead``,
-``_timeout``, ``Retrier``, ``_fallback``); this module only calls, waits and sleeps.
-``attempt`` is one pass from the breaker to the record and answers ``(outcome, value)``; a
-refusal (open circuit, full bulkhead, no token) raises, is never retried and goes to the
-fallback. ``run`` is the loop over attempts. ``attempt_routed`` is one pass on a route chosen
-per attempt (``_experiment``): a tagged call's (``tagged``) or a hedged call's (``_hedging``).
-The decorator's closure is in ``_fast``.
+fallback. The steps decide (``_experiment``, ``Recorder._acquire``, ``_throttle.take``,
+``_bulkhead``, ``_timeout``, the ``Recorder`` verdicts, ``_flow.after``, ``_fallback``); this
+module only calls, waits and sleeps, as ``_async`` does on the event loop. ``attempt`` is one
+pass from the breaker to the record and answers ``(outcome, value)``; a refusal (open circuit,
+full bulkhead, no token) raises, is never retried and goes to the fallback. The runners
+(``_on_caller_thread``, ``_in_pool``) free the attempt's trial slot on every way out that is not
+judged. ``run`` is the loop over attempts. ``attempt_routed`` is one pass on a route chosen per
+attempt (``_experiment``): a tagged call's (``tagged``) or a hedged call's (``_hedging``). The
+decorator's closure is in ``_fast``.
 """
 
 from __future__ import annotations
@@ -18,23 +20,32 @@ from typing import TYPE_CHECKING, Any
 
 from ..context import FIT
 from ..errors import RejectedError
-from ._breaker import REJECT, RUN, State
+from ._breaker import RUN, State
+from ._bulkhead import give
 from ._experiment import Plain, TaggedCall
-from ._fallback import fallback_sync, thrown
+from ._fallback import fallback_sync
+from ._flow import FALLBACK, REFUSED, RETRY, RETURN, Attempt, after, recorder
 from ._throttle import take
 from ._timeout import attempt_timeout
-from ._window import IGNORED, SUCCESS, TIMEOUT
+from ._window import IGNORED, SUCCESS
 
 if TYPE_CHECKING:
     from ..context import FaultContext
+    from ._bulkhead import ConcurrencyLimit
     from ._dependency import Dependency
     from ._experiment import Route
     from ._guard import Guard
     from ._record import Recorder
 
-__all__ = ["attempt", "attempt_routed", "call", "capacity", "run", "tagged", "take_token"]
-
-Attempt = Callable[..., tuple[int, Any]]
+__all__ = [
+    "acquire",
+    "attempt",
+    "attempt_routed",
+    "call",
+    "run",
+    "tagged",
+    "take_token",
+]
 
 _CLOSED = State.CLOSED
 _running_loop = asyncio._get_running_loop
@@ -66,19 +77,22 @@ def call(
         return run(guard, fn, args, kwargs, guard.start())
     # The first attempt of a call with no deadline and no budget, kept short: for thread
     # isolation this is every call's path. With ``lane`` (closed circuit, no rate limit) the
-    # breaker's decision is RUN and has nothing to release: straight to the pool.
+    # breaker's decision is RUN and has nothing to release: straight to the runner.
     try:
-        if dep.lane and dep.policy.isolation == "thread":
-            outcome, value = _in_pool(dep, RUN, fn, args, kwargs, guard.ignore, dep.policy.timeout)
+        if dep.lane:
+            runner = _in_pool if dep.policy.isolation == "thread" else _on_caller_thread
+            outcome, value = runner(
+                dep, RUN, fn, args, kwargs, guard.ignore, dep.policy.timeout, None
+            )
         else:
             outcome, value = attempt(dep, fn, args, kwargs, guard.ignore, dep.policy.timeout, None)
     except RejectedError as exc:
-        refused = exc
+        first = (REFUSED, exc)  # to the fallback outside this handler: no implicit context
     else:
         if outcome == SUCCESS and guard.fast_ok:
-            return value
-        return run(guard, fn, args, kwargs, None, (outcome, value))
-    return fallback_sync(dep, guard.fallback, refused, args, kwargs)
+            return value  # what ``after`` decides for it, without entering the loop
+        first = (outcome, value)
+    return run(guard, fn, args, kwargs, None, first)
 
 
 def tagged(
@@ -107,7 +121,7 @@ def tagged(
             timeout: float,
             deadline_at: float | None,
         ) -> tuple[int, Any]:
-            route = tc.route(fn, timeout, capacity(dep))
+            route = tc.route(fn, timeout, dep._capacity(dep.policy.isolation == "thread"))
             try:
                 return attempt_routed(dep, route, args, kwargs, ignore, timeout, deadline_at)
             finally:
@@ -129,51 +143,35 @@ def run(
     one: Attempt | None = None,
     tc: TaggedCall | None = None,
 ) -> Any:
-    """Attempts until one succeeds or the retry step stops; then the fallback step.
+    """Attempts until the flow (``_flow``) says to return, raise or fall back.
 
     ``first`` is the outcome of an attempt already made (by the fast path); ``one`` makes an
     attempt (default :func:`attempt`); ``tc``: the call is tagged, its attempts were recorded
     where ``tc.rec`` says, and so go its retries and fallback."""
     dep = guard.dependency
-    clock = dep._clock
+    retrier = None
     if one is None:
         one = attempt
-    retrier = None
-    pending = first
-    while True:
-        if pending is None:
-            timeout = attempt_timeout(dep.policy.timeout, deadline_at, clock())
-            refused: RejectedError | None = None
-            try:
-                outcome, value = one(dep, fn, args, kwargs, guard.ignore, timeout, deadline_at)
-            except RejectedError as exc:
-                refused = exc
-            if refused is not None:  # raised here, outside the handler: no implicit context
-                rec: Recorder = dep if tc is None else tc.rec
-                return fallback_sync(rec, guard.fallback, refused, args, kwargs)
-        else:
-            outcome, value = pending
-            pending = None
-        rec = dep if tc is None else tc.rec
-        if outcome == IGNORED:
-            raise thrown(rec, value)
-        if retrier is None:
-            retrier = guard.retrier() if tc is None else tc.retrier(guard)
-        if outcome == SUCCESS:
-            if retrier is None or not retrier.wants(value):
-                return value
-            wait = retrier.after_result(value, clock(), deadline_at)
-            if wait is None:
-                rec._retries_stopped(retrier)
-                return value
-        else:
-            wait = None if retrier is None else retrier.after_error(value, clock(), deadline_at)
-            if wait is None:
-                rec._retries_stopped(retrier)
-                return fallback_sync(rec, guard.fallback, value, args, kwargs)
-        rec._retrying(outcome)
-        if wait > 0:
-            dep._sleep(wait)
+    value: Any
+    step, value = RETRY, 0.0
+    if first is not None:
+        step, value, retrier = after(guard, tc, retrier, first[0], first[1], deadline_at)
+    while step == RETRY:
+        if value > 0:
+            dep._sleep(value)
+        timeout = attempt_timeout(dep.policy.timeout, deadline_at, dep._clock())
+        try:
+            outcome, value = one(dep, fn, args, kwargs, guard.ignore, timeout, deadline_at)
+        except RejectedError as exc:
+            outcome, value = REFUSED, exc  # to the fallback outside this handler: no context
+        if outcome == SUCCESS and guard.on_result is None:
+            return value  # ``after``'s first answer, without the call: most attempts' case
+        step, value, retrier = after(guard, tc, retrier, outcome, value, deadline_at)
+    if step == RETURN:
+        return value
+    if step == FALLBACK:
+        return fallback_sync(recorder(dep, tc), guard.fallback, value, args, kwargs)
+    raise value
 
 
 def attempt(
@@ -187,26 +185,15 @@ def attempt(
 ) -> tuple[int, Any]:
     """One pass: breaker -> rate limit -> concurrency limit -> run within ``timeout`` -> record."""
     decision = RUN if dep.lane else _admit(dep, deadline_at)
-    try:
-        if dep.policy.isolation == "thread":
-            return _in_pool(dep, decision, fn, args, kwargs, ignore, timeout, deadline_at)
-        return _on_caller_thread(dep, decision, fn, args, kwargs, ignore, timeout, deadline_at)
-    except BaseException:
-        # Refused, or a BaseException passing through: the trial slot must not stay taken.
-        # (Every outcome the breaker judges was recorded before returning.)
-        dep.breaker.release(decision)
-        raise
+    if dep.policy.isolation == "thread":
+        return _in_pool(dep, decision, fn, args, kwargs, ignore, timeout, deadline_at)
+    return _on_caller_thread(dep, decision, fn, args, kwargs, ignore, timeout, deadline_at)
 
 
 def _admit(dep: Dependency, deadline_at: float | None) -> int:
     """The breaker and rate-limit steps: the breaker's decision, or a refusal raised."""
     breaker = dep.breaker
-    decision = RUN
-    if breaker.state is not _CLOSED:
-        now = dep._clock()
-        decision = breaker.acquire(now)
-        if decision == REJECT:
-            raise dep._short_circuit(now)
+    decision = RUN if breaker.state is _CLOSED else dep._acquire()
     if dep._rate_limiter is not None:
         try:
             take_token(dep, dep, deadline_at)
@@ -217,30 +204,18 @@ def _admit(dep: Dependency, deadline_at: float | None) -> int:
 
 
 def take_token(dep: Dependency, rec: Recorder, deadline_at: float | None) -> None:
-    """The rate-limit step: a token now, or after a booked wait; else ``RateLimitedError``
-    (recorded by ``rec``)."""
+    """The rate-limit step: a token now, or after a booked wait (slept here); else
+    ``RateLimitedError`` (recorded by ``rec``)."""
     bucket = dep._rate_limiter
     if bucket is None:
         return
-    granted, seconds = take(bucket, dep._clock(), deadline_at)
-    if not granted:
-        raise rec._rate_limited(bucket, seconds)
+    seconds = take(bucket, rec, dep._clock(), deadline_at)
     if seconds > 0.0:
-        slept = False
         try:
             dep._sleep(seconds)
-            slept = True
-        finally:
-            if not slept:  # interrupted: the booked token goes to the next caller
-                bucket.refund(dep._clock())
-
-
-def capacity(dep: Dependency) -> int:
-    """Permits of the limit a sync attempt holds: the pool's (threads and queue) or the
-    semaphore's."""
-    if dep.policy.isolation == "thread":
-        return (dep._pool or dep._thread_pool()).permits.limit
-    return dep._limiter.limit
+        except BaseException:  # interrupted: the booked token goes to the next caller
+            bucket.refund(dep._clock())
+            raise
 
 
 def attempt_routed(
@@ -256,11 +231,15 @@ def attempt_routed(
     run -> recorded by the route's recorder (and mirrored into a shadow)."""
     rec = route.rec
     clock = dep._clock
-    thread = dep.policy.isolation == "thread"
     try:
         take_token(dep, rec, deadline_at)
-        start = clock()
-        if thread:
+    except BaseException as exc:
+        route.not_admitted(exc)
+        raise
+    pooled = dep.policy.isolation == "thread"
+    start = clock()
+    try:
+        if pooled:
             outcome, value = _in_pool(
                 dep, route.decision, route.fn, args, kwargs, ignore, timeout,
                 deadline_at, rec, route.sample, route.close,
@@ -270,19 +249,37 @@ def attempt_routed(
                 dep, route.decision, route.fn, args, kwargs, ignore, timeout,
                 deadline_at, rec, route.sample,
             )  # fmt: skip
-    except RejectedError as exc:  # no token, or no permit: never ran
-        rec.breaker.release(route.decision)
-        route.refused(exc)
-        raise
-    except BaseException:
-        route.abandon()
-        route.close()
+    except BaseException as exc:
+        route.stopped(exc, pooled)
         raise
     now = clock()
-    route.finished(outcome, value, now - start, now)
-    if not thread:
-        route.close()
+    route.ended(outcome, value, now - start, now, pooled)
     return outcome, value
+
+
+def acquire(
+    limit: ConcurrencyLimit,
+    rec: Recorder,
+    decision: int,
+    clock: Callable[[], float],
+    deadline_at: float | None,
+    may_wait: bool = True,
+) -> None:
+    """The concurrency-limit step on a thread: a permit at once, or within the limit's wait
+    (an adaptive limit's, cut to the call's deadline); else the refusal raised, recorded. A
+    call refused or interrupted here never ran: its trial slot (``decision``) is freed."""
+    if not (may_wait and limit.wait > 0):
+        if not limit.try_acquire():
+            raise rec._reject(limit, 0.0, decision)
+        return
+    before = clock()
+    try:
+        admitted = limit.acquire(attempt_timeout(limit.wait, deadline_at, before))
+    except BaseException:
+        rec.breaker.release(decision)
+        raise
+    if not admitted:
+        raise rec._reject(limit, clock() - before, decision)
 
 
 def _on_caller_thread(
@@ -301,45 +298,32 @@ def _on_caller_thread(
         rec = dep
     clock = dep._clock
     limit = dep._limiter
-    waited = 0.0
     if limit.wait > 0:
-        before = clock()
-        admitted = limit.acquire(attempt_timeout(limit.wait, deadline_at, before))
-        waited = clock() - before
-    else:
-        admitted = limit.try_acquire()
-    if not admitted:
-        raise rec._reject(limit, waited)
+        acquire(limit, rec, decision, clock, deadline_at)
+    elif not limit.try_acquire():  # (``acquire``, inlined: most calls' limit never waits)
+        raise rec._reject(limit, 0.0, decision)
     start = clock()
     try:
         result = fn(*args, **kwargs)
     except Exception as exc:
         error = exc
     except BaseException:
-        if sample:
-            limit.release(clock() - start, False)
-        else:
-            limit.give_back()
+        give(limit, sample, clock() - start, False)
+        rec.breaker.release(decision)
         raise
     else:
-        # Not preemptible: a call that returned after its timeout is judged a timeout.
         now = clock()
         latency = now - start
-        late = latency > timeout
+        # ``give``, inlined on the success path (a frame here is 3% of a call); a call that
+        # returned after its timeout is a timeout (``_returned``), so the limit sees a drop.
         if sample:
-            limit.release(latency, late)
+            limit.release(latency, latency > timeout)
         else:
             limit.give_back()
-        if late:
-            return TIMEOUT, rec._timeout(decision, latency, now, timeout)
-        rec._success(decision, latency, now)
-        return SUCCESS, result
+        return rec._returned(decision, result, latency, now, timeout)
     now = clock()
     judged = rec._failed(decision, error, now - start, now, ignore)
-    if sample:
-        limit.release(now - start, judged[0] != IGNORED)
-    else:
-        limit.give_back()
+    give(limit, sample, now - start, judged[0] != IGNORED)
     return judged
 
 
@@ -363,31 +347,17 @@ def _in_pool(
     permits = pool.permits
     clock = dep._clock
     if permits.wait > 0:  # an adaptive limit that lets calls wait for a permit
-        before = clock()
-        if not permits.acquire(attempt_timeout(permits.wait, deadline_at, before)):
-            raise rec._reject(permits, clock() - before)
-    elif not permits.try_acquire():
-        raise rec._reject(permits)
+        acquire(permits, rec, decision, clock, deadline_at)
+    elif not permits.try_acquire():  # (``acquire``, inlined: for thread isolation, every call)
+        raise rec._reject(permits, 0.0, decision)
     start = clock()
     job = None
     try:
         job = pool.submit(fn, args, kwargs, done, permits, not sample)
         finished = job.done.acquire(timeout=timeout)
     except BaseException:  # e.g. Ctrl-C while waiting: the worker finishes on its own
-        if job is None:
-            permits.give_back()
-        else:
-            pool.abandon(job)
+        pool.give_up(job, permits, done)
+        rec.breaker.release(decision)
         raise
     now = clock()
-    latency = now - start
-    if not finished:
-        pool.abandon(job)
-        return TIMEOUT, rec._timeout(decision, latency, now, timeout)
-    error = job.error
-    if error is None:
-        rec._success(decision, latency, now)
-        return SUCCESS, job.result
-    if isinstance(error, Exception):
-        return rec._failed(decision, error, latency, now, ignore)
-    raise error  # KeyboardInterrupt, SystemExit...: the caller's, as if called directly
+    return rec._job_done(decision, pool, job, finished, now - start, now, timeout, ignore)

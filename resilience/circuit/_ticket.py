@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..context import FIT
 from ..errors import CallTimeoutError, RejectedError
-from ._breaker import REJECT, RUN, State
+from ._breaker import RUN, State
 from ._experiment import TaggedCall
 from ._window import SUCCESS, TIMEOUT
 
@@ -64,11 +64,7 @@ def begin(dep: Dependency) -> Ticket:
         return _begin_tagged(dep, fit)
     clock = dep._clock
     breaker = dep.breaker
-    decision = RUN
-    if breaker.state is not _CLOSED:
-        decision = breaker.acquire(clock())
-        if decision == REJECT:
-            raise dep._short_circuit(clock())
+    decision = RUN if breaker.state is _CLOSED else dep._acquire()
     try:
         bucket = dep._rate_limiter
         if bucket is not None:
