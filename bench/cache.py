@@ -23,7 +23,6 @@ import os
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -35,25 +34,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from resilience.cache import ReplicatedCache
 from resilience.circuit import State
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start(port: int) -> subprocess.Popen[bytes]:
-    cmd = ["memcached", "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "64", "-t", "1"]
-    if os.geteuid() == 0:
-        cmd += ["-u", "root"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(500):
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.01)
-    raise RuntimeError(f"memcached did not start on {port}")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import free_port, start_memcached
 
 
 def throughput(fn: Callable[[], Any], n: int, repeats: int) -> float:
@@ -99,7 +81,7 @@ def main() -> None:
     print("load average at start: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
 
     ports = {z: [free_port(), free_port()] for z in "abc"}
-    procs = {z: [start(p) for p in ps] for z, ps in ports.items()}
+    procs = {z: [start_memcached(p) for p in ps] for z, ps in ports.items()}
     spec = {z: [f"127.0.0.1:{p}" for p in ps] for z, ps in ports.items()}
     try:
         raw = {

@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -30,29 +28,12 @@ import emcache
 
 from resilience.cache import AsyncReplicatedCache
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import free_port, start_memcached
+
 KEYS = [f"bench:{i}" for i in range(200)]
 VALUE = b"v" * 100  # bytes: stored with flags 0, which every client reads as is
 POOL = 64
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start(port: int) -> subprocess.Popen[bytes]:
-    cmd = ["memcached", "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "64", "-t", "1"]
-    if os.geteuid() == 0:
-        cmd += ["-u", "root"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(500):
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.01)
-    raise RuntimeError(f"memcached did not start on {port}")
 
 
 Get = Callable[[str], Awaitable[Any]]
@@ -131,7 +112,7 @@ async def clients(port: int) -> dict[str, tuple[Get, Callable[[], Awaitable[None
 
 async def main_async(quick: bool) -> None:
     port = free_port()
-    proc = start(port)
+    proc = start_memcached(port)
     try:
         peers = await clients(port)
         total = 4000 if quick else 20000

@@ -12,49 +12,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import threading
 import time
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import tenacity
 
 from resilience import Policy, Retry, protect, registry
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import per_call_async, per_call_sync, us
+
 warnings.filterwarnings("ignore", category=DeprecationWarning)
-
-
-def timeit_sync(fn: Callable[[], Any], n: int, repeats: int) -> float:
-    for _ in range(min(n, 2000)):
-        fn()
-    results = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        results.append((time.perf_counter() - t0) / n)
-    return statistics.median(results)
-
-
-def timeit_async(make: Callable[[], Awaitable[Any]], n: int, repeats: int) -> float:
-    async def run() -> float:
-        for _ in range(min(n, 2000)):
-            await make()
-        results = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            for _ in range(n):
-                await make()
-            results.append((time.perf_counter() - t0) / n)
-        return statistics.median(results)
-
-    return asyncio.run(run())
-
-
-def us(seconds: float) -> str:
-    return f"{seconds * 1e6:8.3f} us"
 
 
 def line(label: str, ours: float, peer_label: str, peer: float, target: float) -> bool:
@@ -90,14 +64,14 @@ def main() -> int:
     pyb = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=60)
     pyb_fn = pyb(trivial)
     cb_fn = circuitbreaker.circuit(failure_threshold=5, recovery_timeout=30)(trivial)
-    bare = timeit_sync(lambda: trivial(1), n, repeats)
-    t_ours = timeit_sync(lambda: ours_sem(1), n, repeats)
-    t_pyb = timeit_sync(lambda: pyb_fn(1), n, repeats)
-    t_cb = timeit_sync(lambda: cb_fn(1), n, repeats)
+    bare = per_call_sync(lambda: trivial(1), n, repeats)
+    t_ours = per_call_sync(lambda: ours_sem(1), n, repeats)
+    t_pyb = per_call_sync(lambda: pyb_fn(1), n, repeats)
+    t_cb = per_call_sync(lambda: cb_fn(1), n, repeats)
     import wrapt
 
     wrapped = wrapt.FunctionWrapper(trivial, lambda w, i, a, k: w(*a, **k))
-    t_wrapt = timeit_sync(lambda: wrapped(1), n, repeats)
+    t_wrapt = per_call_sync(lambda: wrapped(1), n, repeats)
     print(
         f"  bare call {us(bare)}   wrapt.FunctionWrapper alone {us(t_wrapt)} (why plain functions get a closure)"
     )
@@ -126,10 +100,10 @@ def main() -> int:
     async def purgatory_fn(x: int) -> int:
         return x
 
-    t_ours_a = timeit_async(lambda: ours_async(1), n, repeats)
-    t_sem = timeit_async(lambda: sem_timeout(1), n, repeats)
-    t_aio = timeit_async(lambda: aio_fn(1), n, repeats)
-    t_pur = timeit_async(lambda: purgatory_fn(1), n, repeats)
+    t_ours_a = per_call_async(lambda: ours_async(1), n, repeats)
+    t_sem = per_call_async(lambda: sem_timeout(1), n, repeats)
+    t_aio = per_call_async(lambda: aio_fn(1), n, repeats)
+    t_pur = per_call_async(lambda: purgatory_fn(1), n, repeats)
     results.append(line("resilience (async)", t_ours_a, "Semaphore + asyncio.timeout", t_sem, 0.6))
     results.append(line("resilience (async)", t_ours_a, "aiobreaker (no timeout)", t_aio, 1.2))
     print(f"  (purgatory, no timeout: {us(t_pur)}, ratio {t_ours_a / t_pur:.2f}x; no target)")
@@ -138,8 +112,8 @@ def main() -> int:
     ours_pool = protect("bench.pool", pool_size=4, queue_size=64)(trivial)
     tpe = ThreadPoolExecutor(max_workers=4)
     pn = max(2000, n // 10)
-    t_pool = timeit_sync(lambda: ours_pool(1), pn, repeats)
-    t_tpe = timeit_sync(lambda: tpe.submit(trivial, 1).result(), pn, repeats)
+    t_pool = per_call_sync(lambda: ours_pool(1), pn, repeats)
+    t_tpe = per_call_sync(lambda: tpe.submit(trivial, 1).result(), pn, repeats)
     results.append(
         line("resilience (thread pool)", t_pool, "ThreadPoolExecutor submit+result", t_tpe, 1.15)
     )
@@ -153,8 +127,8 @@ def main() -> int:
         retry=Retry(attempts=3, wait=tenacity.wait_none()),
     )(trivial)
     ten = tenacity.retry(stop=tenacity.stop_after_attempt(3), wait=tenacity.wait_none())(trivial)
-    t_r = timeit_sync(lambda: ours_retry(1), n, repeats)
-    t_t = timeit_sync(lambda: ten(1), max(2000, n // 5), repeats)
+    t_r = per_call_sync(lambda: ours_retry(1), n, repeats)
+    t_t = per_call_sync(lambda: ten(1), max(2000, n // 5), repeats)
     results.append(line("resilience (retry=3)", t_r, "tenacity.retry", t_t, 0.15))
 
     print("retry and deadline configured, no failure")
@@ -169,8 +143,8 @@ def main() -> int:
         stop=tenacity.stop_after_attempt(3) | tenacity.stop_after_delay(5.0),
         wait=tenacity.wait_none(),
     )(trivial)
-    t_rd = timeit_sync(lambda: ours_deadline(1), max(2000, n // 5), repeats)
-    t_td = timeit_sync(lambda: ten_deadline(1), max(2000, n // 5), repeats)
+    t_rd = per_call_sync(lambda: ours_deadline(1), max(2000, n // 5), repeats)
+    t_td = per_call_sync(lambda: ten_deadline(1), max(2000, n // 5), repeats)
     results.append(
         line("resilience (retry + deadline)", t_rd, "tenacity stop_after_delay", t_td, 0.3)
     )
@@ -203,8 +177,8 @@ def main() -> int:
         retry=tenacity.retry_if_exception_type(ConnectionError),
     )(flaky_factory())
     fn_ = max(2000, n // 10)
-    t_of = timeit_sync(lambda: ours_flaky(1), fn_, repeats)
-    t_tf = timeit_sync(lambda: ten_flaky(1), fn_, repeats)
+    t_of = per_call_sync(lambda: ours_flaky(1), fn_, repeats)
+    t_tf = per_call_sync(lambda: ten_flaky(1), fn_, repeats)
     results.append(line("resilience (retried once)", t_of, "tenacity (retried once)", t_tf, 0.5))
 
     print("a sync function awaited from a coroutine, in a pool of 4")
@@ -215,8 +189,8 @@ def main() -> int:
         return await asyncio.get_running_loop().run_in_executor(executor, trivial, x)
 
     an = max(1000, n // 20)
-    t_ac = timeit_async(lambda: dep_pool.acall(trivial, 1), an, repeats)
-    t_ex = timeit_async(lambda: via_executor(1), an, repeats)
+    t_ac = per_call_async(lambda: dep_pool.acall(trivial, 1), an, repeats)
+    t_ex = per_call_async(lambda: via_executor(1), an, repeats)
     results.append(
         line(
             "resilience Dependency.acall(sync)",

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
-import time
+import sys
 import warnings
-from collections.abc import Callable
-from typing import Any
+from pathlib import Path
 
 from growthbook import GrowthBook
 from openfeature import api
@@ -25,27 +23,14 @@ from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvid
 
 from resilience.flags import Flags, InMemorySource, openfeature_provider
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import per_call_sync, us
+
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 logging.getLogger("growthbook").setLevel(logging.ERROR)
 
 RULE = {"attr": "country", "in": ["KR", "JP"], "on": True}
 ATTRS = {"country": "US"}
-
-
-def timeit(fn: Callable[[], Any], n: int, repeats: int) -> float:
-    for _ in range(min(n, 2000)):
-        fn()
-    results = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        results.append((time.perf_counter() - t0) / n)
-    return statistics.median(results)
-
-
-def us(seconds: float) -> str:
-    return f"{seconds * 1e6:8.3f} us"
 
 
 def line(label: str, ours: float, peer_label: str, peer: float, target: float | None) -> bool:
@@ -98,20 +83,20 @@ def main() -> int:
     assert flags.enabled("kill-recommendations") and gb.is_on("kill-recommendations")
     assert of_mem.get_boolean_value("kill-recommendations", False)
 
-    switch = timeit(lambda: flags.enabled("kill-recommendations"), n, repeats)
-    rollout = timeit(lambda: flags.enabled("new-ranking", "user-17", ATTRS), n, repeats)
-    value = timeit(lambda: flags.value("kill-recommendations", False), n, repeats)
-    of_mem_t = timeit(
+    switch = per_call_sync(lambda: flags.enabled("kill-recommendations"), n, repeats)
+    rollout = per_call_sync(lambda: flags.enabled("new-ranking", "user-17", ATTRS), n, repeats)
+    value = per_call_sync(lambda: flags.value("kill-recommendations", False), n, repeats)
+    of_mem_t = per_call_sync(
         lambda: of_mem.get_boolean_value("kill-recommendations", False), n_peer, repeats
     )
-    of_ours_t = timeit(
+    of_ours_t = per_call_sync(
         lambda: of_ours.get_boolean_value("kill-recommendations", False), n_peer, repeats
     )
-    of_ours_rollout = timeit(
+    of_ours_rollout = per_call_sync(
         lambda: of_ours.get_boolean_value("new-ranking", False, ctx), n_peer, repeats
     )
-    gb_switch = timeit(lambda: gb.is_on("kill-recommendations"), n_peer, repeats)
-    gb_rollout = timeit(lambda: gb.is_on("new-ranking"), n_peer, repeats)
+    gb_switch = per_call_sync(lambda: gb.is_on("kill-recommendations"), n_peer, repeats)
+    gb_rollout = per_call_sync(lambda: gb.is_on("new-ranking"), n_peer, repeats)
 
     print(f"n={n} (peers {n_peer}) repeats={repeats}; median of mean time per evaluation\n")
     print(f"{'resilience enabled() plain switch':<34} {us(switch)}")

@@ -20,7 +20,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,13 +36,10 @@ from resilience.flags import EtcdSource, FileSource, Flags, HttpSource
 from resilience.flags._etcd_client import EtcdClient, b64
 from resilience.flags._http import DEFAULT_HTTP_INTERVAL
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import free_port
+
 PREFIX = "/bench/flags/"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pct(values: list[float], q: float) -> float:

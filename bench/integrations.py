@@ -30,6 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 REQUEST = b"GET /page HTTP/1.1\r\nHost: bench\r\n\r\n"
 STACKS = ("asgi", "wsgi", "aiohttp")
@@ -240,12 +243,6 @@ def in_process(stack: str, n: int, rounds: int) -> tuple[float, float]:
             results[variant].append(measure(apps[variant]))
     fit.disable()
     return statistics.median(results[False]), statistics.median(results[True])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start(stack: str, variant: str) -> tuple[subprocess.Popen[bytes], int]:

@@ -23,11 +23,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import statistics
 import sys
 import time
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,9 @@ from resilience import RateLimit, RateLimitedError, protect
 from resilience.circuit import Registry
 from resilience.circuit._ratelimit import TokenBucket
 from resilience.testing import FakeClock
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import per_call_async, per_call_sync, us
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -103,37 +105,6 @@ def accuracy_protect() -> tuple[int, int]:
         with contextlib.suppress(RateLimitedError):
             call()
     return burst, ran[0]
-
-
-def per_call_sync(fn: Callable[[], Any], n: int, repeats: int) -> float:
-    for _ in range(min(n, 2000)):
-        fn()
-    results = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        results.append((time.perf_counter() - t0) / n)
-    return statistics.median(results)
-
-
-def per_call_async(make: Callable[[], Awaitable[Any]], n: int, repeats: int) -> float:
-    async def run() -> float:
-        for _ in range(min(n, 2000)):
-            await make()
-        results = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            for _ in range(n):
-                await make()
-            results.append((time.perf_counter() - t0) / n)
-        return statistics.median(results)
-
-    return asyncio.run(run())
-
-
-def us(seconds: float) -> str:
-    return f"{seconds * 1e6:7.3f} us"
 
 
 def main() -> int:
