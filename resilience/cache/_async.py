@@ -184,7 +184,11 @@ class AsyncReplicatedCache(CacheBase[AsyncNode], AsyncReadThrough):
             return default if value is MISS else value
         # the common case without a flow: ask the local zone; only a miss, a failure or an
         # undecodable value goes on to the other zones (the flow, told what it answered)
-        outcome = await self._call(local, "get", (k,))
+        batchers = self._batchers
+        if batchers is not None:  # straight to the batch: no coroutine frame of _call's
+            outcome = await batchers[local].get(k)
+        else:
+            outcome = await self._call(local, "get", (k,))
         value = core.local_hit(k, outcome)
         if value is MISS:
             value, _ = await self._run(core.get_flow(k, outcome))
