@@ -10,7 +10,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import uvicorn
@@ -31,11 +31,21 @@ class Servers:
     def __init__(self) -> None:
         self._stops: list[Callable[[], None]] = []
 
-    def asgi(self, app: Any) -> str:
-        """uvicorn serving ``app`` (HTTP/1.1, no access log); returns its base URL."""
+    def asgi(self, app: Any, *, lifespan: Literal["auto", "on", "off"] = "on") -> str:
+        """uvicorn serving ``app`` (HTTP/1.1, no access log); returns its base URL.
+
+        Args:
+            lifespan: uvicorn's ``lifespan`` mode; "off" for apps that refuse the lifespan
+                scope (Django's ASGIHandler raises on it, which "on" treats as a failed startup).
+        """
         port = free_port()
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on"
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan=lifespan,
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True)
