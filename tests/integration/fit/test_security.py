@@ -5,10 +5,8 @@ The server runs in a thread of its own, so hypothesis can drive it with plain bl
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +21,7 @@ from resilience import FaultInjectedError, fit, protect
 from resilience.circuit import Registry
 from resilience.fit import HEADER, Recipe, sign_tag
 from resilience.integrations import aiohttp as fit_aiohttp
-from tests.support import free_port
+from tests.integration.integrations.servers import Servers
 
 from .conftest import SECRET
 
@@ -44,26 +42,11 @@ def server(fresh_registry: Registry) -> Iterator[str]:
 
     app = web.Application(middlewares=[fit_aiohttp.middleware()])
     app.router.add_get("/", handle)
-    port = free_port()
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app, access_log=None)
-    started = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-        started.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert started.wait(10)
-    yield f"http://127.0.0.1:{port}/"
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+    started = Servers()
+    try:
+        yield started.aiohttp(app) + "/"
+    finally:
+        started.stop_all()
 
 
 def get(url: str, tag: str | None) -> tuple[int, bytes]:
