@@ -147,18 +147,16 @@ def test_vegas_window_averages_samples_before_deciding() -> None:
     assert v.limit == 19
 
 
-def test_vegas_drain_probe_measures_a_short_queue_and_restores_the_limit() -> None:
-    v = Vegas(
-        40,
-        1,
-        1000,
-        smoothing=1.0,
-        probe_multiplier=1,
-        probe="drain",
-        window=1,
-        rng=random.Random(0),
-    )
+def _draining_vegas() -> Vegas:
+    """Vegas at limit 40 with a drain probe due after one window, no-load RTT 10 ms."""
+    v = Vegas(40, 1, 1000, smoothing=1.0, probe_multiplier=1, probe="drain", window=1,
+              rng=random.Random(0))  # fmt: skip
     v.update(0.010, 40, False)
+    return v
+
+
+def test_vegas_drain_probe_measures_a_short_queue_and_restores_the_limit() -> None:
+    v = _draining_vegas()
     v.limit = 40.0
     # Keep the algorithm happy (queue between alpha and beta) until the probe starts.
     while v.limit == 40:
@@ -176,17 +174,7 @@ def test_vegas_drain_probe_measures_a_short_queue_and_restores_the_limit() -> No
 
 
 def test_vegas_drain_probe_still_backs_off_on_drops() -> None:
-    v = Vegas(
-        40,
-        1,
-        1000,
-        smoothing=1.0,
-        probe_multiplier=1,
-        probe="drain",
-        window=1,
-        rng=random.Random(0),
-    )
-    v.update(0.010, 40, False)
+    v = _draining_vegas()
     while v.limit == 40:
         v.update(0.0112, 40, False)
     for _ in range(59):
